@@ -1,0 +1,46 @@
+# p2gmed set-up. Every target creates .venv when missing and installs what it needs.
+# TORCH picks the PyTorch build: the default takes the CPU wheel cached on CPU-only CI machines and the
+# regular (CUDA) wheel from PyPI elsewhere. On a GPU machine with another CUDA, e.g.:
+#   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip
+PYTEST_ARGS ?= -n 2
+
+.PHONY: setup demo demo-quick test test-slow bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+
+# torch first and alone, so that the package's floor "torch>=2.4" is already satisfied and pip never
+# replaces the chosen build with a multi-GB default one.
+$(VENV)/.torch: | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH)
+	touch $@
+
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	$(PIP) install -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/p2g demo
+
+demo-quick: $(VENV)/.installed
+	$(VENV)/bin/p2g demo --quick
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,339 @@
+"""All settings of p2gmed, typed, in one place.
+
+A run's configuration is a tree of dataclasses (`Config`). YAML presets in `configs/` override only the fields
+they name (and may `extends:` another preset); `--set section.field=value` overrides single fields on the
+command line. Unknown keys and values of the wrong type are an `InputError` naming the key, never ignored.
+The resolved configuration is written to every run folder as `config.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from p2gmed.errors import InputError
+
+
+@dataclass
+class DataConfig:
+    layout: str = "auto"
+    """Dataset layout: auto, brats23, brats21, brats18, autopet, nnunet, nac, decathlon."""
+    modalities: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f")
+    """Modality names the model reads and writes, in channel order (canonical names, see modalities.py)."""
+    roi_size: tuple[int, int, int] = (96, 96, 96)
+    """Training sub-volume (D, H, W); each divisible by 32, and D == H (rotations about the last axis)."""
+    spacing: tuple[float, float, float] | None = None
+    """Resample every subject to this voxel spacing in mm; None keeps the native grid."""
+    mri_norm: Literal["nonzero", "volume"] = "nonzero"
+    """MRI z-score over the non-zero (brain) voxels, or over the whole volume as the authors' code does."""
+    ct_window: tuple[float, float] = (-1000.0, 1000.0)
+    """CT HU range mapped linearly to [-1, 1] (clipped outside)."""
+    pet_scale: float = 10.0
+    """PET SUV divided by this (no clipping), so typical uptake lies in [0, 1] and lesions above."""
+    foreground: Literal["nonzero", "threshold"] = "nonzero"
+    """How the foreground mask of the decomposition loss is made: non-zero raw voxels (union over modalities),
+    or the authors' threshold on normalised intensities (`foreground_threshold`)."""
+    foreground_threshold: float = -0.35
+    crops_per_subject: int = 2
+    """Sub-volumes drawn per subject and step; > 1 gives the contrastive loss negatives at batch size 1."""
+    flip_prob: float = 0.2
+    rot90_prob: float = 0.2
+    cache_rate: float = 1.0
+    """Fraction of subjects kept pre-processed in memory (MONAI CacheDataset)."""
+    cache_dir: str | None = None
+    """If set, pre-processed subjects are cached on disk here instead (MONAI PersistentDataset)."""
+    num_workers: int = 0
+    val_fraction: float = 0.2
+    """Subjects held out for validation (split by patient, deterministic in `seed`)."""
+    split_file: str | None = None
+    """JSON with "train"/"val"/"test" lists of subject ids; overrides val_fraction."""
+
+
+@dataclass
+class ModelConfig:
+    feature_size: int = 48
+    """SwinUNETR feature size F (multiple of 12); the bottleneck has 16F channels."""
+    depths: tuple[int, int, int, int] = (2, 2, 2, 2)
+    num_heads: tuple[int, int, int, int] = (3, 6, 12, 24)
+    window_size: int = 7
+    drop_path_rate: float = 0.0
+    use_prior: bool = True
+    """Learnable prior O with attention retrieval; False removes O, the attention and the fusion conv."""
+    prior_heads: int = 3
+    """Attention heads for the retrieval (reduced to the largest divisor of the bottleneck voxel count)."""
+    fusion: Literal["paper", "code"] = "paper"
+    """paper: X' = conv(z ⊕ z'); code: two 3x3x3 convs on z' then conv(z ⊕ z' ⊕ z) as the authors' release."""
+    head_placement: Literal["paper", "code"] = "paper"
+    """Rotation and projection heads on the encoder bottleneck z (paper) or on the fused X' (authors' code)."""
+    projection_dim: int = 512
+    activation_checkpointing: bool = False
+
+
+@dataclass
+class LossConfig:
+    contrast: float = 1.0
+    """Weight of the contrastive loss (Eq. 2); 0 removes the term and its computation."""
+    equivariance: float = 1.0
+    """Weight of the rotation-prediction loss (Eq. 5)."""
+    invariance: float = 1.0
+    """Weight of the invariance loss (Eq. 3), in pre-training and tuning (Eq. 8)."""
+    decomposition: float = 1.0
+    """Weight of the decomposition loss (Eq. 6)."""
+    temperature: float = 0.5
+    """NT-Xent temperature (Tang et al. 2022 use 0.5; the authors' code 0.1 on unnormalised products)."""
+    gather_negatives: bool = True
+    """Gather contrastive embeddings across ranks (DDP) for more negatives."""
+    background_weight: float = 0.0
+    """Weight of background voxels in the decomposition loss; 0 excludes them (paper), the code uses ~0.1."""
+    anchor: Literal["mean", "halving"] = "mean"
+    """Invariance anchor: running mean of the modalities seen (Eq. 3) or (anchor + X')/2 (Algorithm 1, code)."""
+    # tuning
+    mse: float = 1.0
+    """Synthesis task loss weight (MSE, or L1 with synthesis_loss: l1)."""
+    synthesis_loss: Literal["mse", "l1"] = "mse"
+    dice: float = 1.0
+    ce: float = 1.0
+    """Weighted cross-entropy weight (mmFormer/M2FTrans: class weight 1 - class voxel fraction)."""
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 100000
+    """Optimizer updates; one step = one batch of subjects through all their modalities."""
+    epochs: int = 0
+    """If > 0, max_steps = epochs x ceil(training subjects / (batch_size x GPUs)), as the paper counts."""
+    batch_size: int = 1
+    """Subjects per step and per GPU."""
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    schedule: Literal["constant", "warmup_cosine"] = "constant"
+    warmup_steps: int = 0
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value; 0 disables."""
+    update: Literal["per_step", "per_modality"] = "per_step"
+    """per_step: accumulate over the modalities, one update (paper); per_modality: an update after each
+    modality without clearing gradients (authors' code)."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Mixed precision: bf16/fp16 autocast on CUDA, bf16 on CPU."""
+    seed: int = 20
+    log_every: int = 1
+    checkpoint_every: int = 50
+    val_every: int = 0
+    """Validate every N steps (0: only at the end); keeps best.pt by the task's metric."""
+    val_subjects: int = 0
+    """Validate on at most this many held-out subjects (0: all)."""
+    early_stopping: int = 0
+    """Stop after this many validations without improvement (0: never)."""
+    device: str = "auto"
+    """auto (CUDA if available), cpu, cuda, cuda:N."""
+
+
+@dataclass
+class TuneConfig:
+    task: Literal["synthesis", "segmentation"] = "synthesis"
+    subset_sampling: Literal["uniform"] = "uniform"
+    """One non-empty subset of the available modalities is drawn per subject and step."""
+    combine: Literal["mean_fused"] = "mean_fused"
+    """How a subset's modalities are combined at prediction time (see docs/method.md)."""
+    init: Literal["full", "encoder", "scratch", "swinvit"] = "full"
+    architecture: Literal["p2g", "swinunetr", "unetr"] = "p2g"
+    allow_mismatch: bool = False
+    """Load weights even when keys or shapes disagree (the report is still printed)."""
+
+
+@dataclass
+class InferenceConfig:
+    overlap: float = 0.5
+    sw_batch_size: int = 2
+    mode: Literal["gaussian", "constant"] = "gaussian"
+    stitch_device: Literal["auto", "cpu", "same"] = "auto"
+    """Where sliding-window outputs are accumulated; cpu bounds GPU memory for whole-body volumes."""
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    @property
+    def bottleneck_size(self) -> tuple[int, int, int]:
+        """Spatial size of the encoder bottleneck (and of O) for the configured ROI: ROI / 32."""
+        return tuple(s // 32 for s in self.data.roi_size)  # type: ignore[return-value]
+
+    @property
+    def bottleneck_channels(self) -> int:
+        return 16 * self.model.feature_size
+
+    def validate(self) -> Config:
+        """Check cross-field constraints; raise InputError with a sentence naming the field."""
+        from p2gmed.modalities import canonical
+
+        self.data.modalities = tuple(canonical(m) for m in self.data.modalities)
+        if len(set(self.data.modalities)) != len(self.data.modalities):
+            raise InputError(f"data.modalities has duplicates: {list(self.data.modalities)}")
+        if any(s % 32 for s in self.data.roi_size):
+            raise InputError(f"data.roi_size must be divisible by 32 on every axis, got {self.data.roi_size}")
+        if self.data.roi_size[0] != self.data.roi_size[1]:
+            raise InputError(
+                f"data.roi_size must have equal first two axes (rotations turn them into each other), "
+                f"got {self.data.roi_size}"
+            )
+        if self.model.feature_size % 12:
+            raise InputError(f"model.feature_size must be a multiple of 12, got {self.model.feature_size}")
+        if self.train.batch_size < 1 or self.data.crops_per_subject < 1:
+            raise InputError("train.batch_size and data.crops_per_subject must be at least 1")
+        for name in ("contrast", "equivariance", "invariance", "decomposition", "mse", "dice", "ce"):
+            if getattr(self.loss, name) < 0:
+                raise InputError(f"loss.{name} must be >= 0, got {getattr(self.loss, name)}")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------
+# Strict loading
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the annotated type, or raise InputError naming `key`."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except InputError as exc:
+                errors.append(str(exc))
+        raise InputError(errors[0] if errors else f"{key}: invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise InputError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{key} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise InputError(f"{key} must have {len(args)} entries, got {list(value)}")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise InputError(f"{key} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise InputError(f"{key} must be a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise InputError(f"{key} must be a mapping, got {value!r}")
+        return _from_dict(tp, value, key)
+    raise InputError(f"{key}: unsupported type {tp}")
+
+
+def _from_dict(cls: type, data: dict, prefix: str = "", base: Any = None) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    obj = base if base is not None else cls()
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise InputError(f"unknown configuration key '{full}'; known keys here: {', '.join(sorted(names))}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            _from_dict(tp, value, full, getattr(obj, key))
+        else:
+            setattr(obj, key, _coerce(value, tp, full))
+    return obj
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if not path.is_file():
+        raise InputError(f"configuration file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"configuration file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise InputError(f"configuration file {path} must hold a mapping at the top level")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    parent_path = (path.parent / parent).resolve()
+    if parent_path in seen:
+        raise InputError(f"configuration file {path} extends itself through {parent}")
+    return _merge(_read_yaml(parent_path, (*seen, parent_path)), data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """`section.key=value` (value parsed as YAML) -> nested dict."""
+    if "=" not in text:
+        raise InputError(f"--set expects section.key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    out: dict = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults <- YAML preset (with `extends`) <- `--set` overrides, validated."""
+    data: dict = _read_yaml(Path(path)) if path else {}
+    for text in overrides:
+        data = _merge(data, parse_override(text))
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict) -> Config:
+    return _from_dict(Config, data).validate()
+
+
+def config_to_dict(cfg: Config) -> dict:
+    def convert(obj: Any) -> Any:
+        if isinstance(obj, tuple):
+            return [convert(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: convert(v) for k, v in obj.items()}
+        return obj
+
+    return convert(dataclasses.asdict(cfg))
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

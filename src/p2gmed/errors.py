@@ -1,0 +1,22 @@
+"""Errors that mean "the user's input is wrong" (exit code 2), as opposed to bugs (exit code 1)."""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """Bad input or usage. The message is one plain sentence naming the file or option and the problem.
+
+    The CLI prints it without a traceback and exits with status 2.
+    """
+
+
+class DataError(InputError):
+    """A data file or folder is unreadable or inconsistent (shape, affine, NaN, label values, ...).
+
+    Attributes:
+        problems: one sentence per bad file, each naming the file.
+    """
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
