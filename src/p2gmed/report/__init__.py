@@ -1,0 +1,1 @@
+"""Reports: paper-style figures (`figures`), the demo report and the table reproductions."""
