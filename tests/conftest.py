@@ -29,3 +29,36 @@ def tiny_cfg():
     from p2gmed.config import load_config
 
     return load_config(Path(__file__).parents[1] / "configs" / "tiny-cpu.yaml")
+
+
+# --- built-in data sets (engineer A): small, written once per session ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def demo_brain(tmp_path_factory):
+    """4 simulated brain MRI subjects in the brats23 layout; returns the data set root."""
+    from p2gmed.data.synthetic import make_demo
+
+    root = tmp_path_factory.mktemp("demo") / "brain"
+    make_demo(root, kind="brain", subjects=4, layout="brats23", seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_petct(tmp_path_factory):
+    """4 simulated PET/CT studies (3 patients, one with two studies) in the autopet layout; returns the root."""
+    from p2gmed.data.synthetic import make_demo
+
+    root = tmp_path_factory.mktemp("demo") / "petct"
+    make_demo(root, kind="petct", subjects=4, layout="autopet", seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_nac(tmp_path_factory):
+    """3 simulated CT / PET_AC / PET_NAC subjects in the nac layout; returns the root."""
+    from p2gmed.data.synthetic import make_demo
+
+    root = tmp_path_factory.mktemp("demo") / "nac"
+    make_demo(root, kind="nac", subjects=3, layout="nac", seed=0)
+    return root

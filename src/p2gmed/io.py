@@ -4,6 +4,8 @@ half-written checkpoint, NIfTI or table behind."""
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -19,8 +21,11 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or "".join(path.suffixes))
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         yield tmp_path
+        tmp_path.chmod(0o666 & ~umask)  # mkstemp makes 0600 files; outputs are ordinary files
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -39,9 +44,18 @@ def save_torch(obj: Any, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
-def save_nifti(img: Any, path: str | Path) -> None:
-    """Save a nibabel image atomically (the temp name keeps `.nii.gz` so nibabel compresses it)."""
+def save_nifti(img: Any, path: str | Path) -> Path:
+    """Save a nibabel image atomically. `.nii.gz` files are reproducible: the same image gives the same bytes
+    (gzip header without time stamp or temp name)."""
     import nibabel as nib
 
+    path = Path(path)
     with atomic_path(path) as tmp:
-        nib.save(img, tmp)
+        if path.name.endswith(".gz"):
+            buffer = io.BytesIO()
+            with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0, compresslevel=1) as gz:
+                gz.write(img.to_bytes())
+            tmp.write_bytes(buffer.getvalue())
+        else:
+            nib.save(img, tmp)
+    return path
