@@ -36,10 +36,15 @@ class DataConfig:
     """CT HU range mapped linearly to [-1, 1] (clipped outside)."""
     pet_scale: float = 10.0
     """PET SUV divided by this (no clipping), so typical uptake lies in [0, 1] and lesions above."""
-    foreground: Literal["nonzero", "threshold"] = "nonzero"
-    """How the foreground mask of the decomposition loss is made: non-zero raw voxels (union over modalities),
-    or the authors' threshold on normalised intensities (`foreground_threshold`)."""
+    foreground: Literal["auto", "nonzero", "threshold"] = "auto"
+    """Foreground mask of the decomposition loss (union over the available modalities). auto: MRI non-zero
+    voxels, CT the body (HU > `body_hu`, enclosed air such as lungs filled), PET only when a subject has neither
+    (SUV > 0.05); nonzero: raw voxels != 0; threshold: the authors' rule, normalised value >
+    `foreground_threshold` (-0.35 for z-scored BraTS)."""
+    body_hu: float = -500.0
     foreground_threshold: float = -0.35
+    crop_margin: int = 8
+    """Voxels kept around the foreground bounding box when a loaded subject is cropped to it."""
     crops_per_subject: int = 2
     """Sub-volumes drawn per subject and step; > 1 gives the contrastive loss negatives at batch size 1."""
     flip_prob: float = 0.2
@@ -141,6 +146,9 @@ class TuneConfig:
     """One non-empty subset of the available modalities is drawn per subject and step."""
     combine: Literal["mean_fused"] = "mean_fused"
     """How a subset's modalities are combined at prediction time (see docs/method.md)."""
+    train_decode: Literal["subset_mean", "per_modality"] = "subset_mean"
+    """P2GNet tuning: decode the mean of the subset's X' once, exactly as prediction does (subset_mean), or decode
+    every modality's X' and apply the task loss to each, as Algorithm 2 writes it (per_modality)."""
     init: Literal["full", "encoder", "scratch", "swinvit"] = "full"
     architecture: Literal["p2g", "swinunetr", "unetr"] = "p2g"
     allow_mismatch: bool = False
@@ -183,6 +191,11 @@ class Config:
             raise InputError(f"data.modalities has duplicates: {list(self.data.modalities)}")
         if any(s % 32 for s in self.data.roi_size):
             raise InputError(f"data.roi_size must be divisible by 32 on every axis, got {self.data.roi_size}")
+        if self.data.roi_size == (32, 32, 32):
+            raise InputError(
+                "data.roi_size (32, 32, 32) gives a 1-voxel bottleneck, on which SwinUNETR's instance norm fails; "
+                "use e.g. [32, 32, 64]"
+            )
         if self.data.roi_size[0] != self.data.roi_size[1]:
             raise InputError(
                 f"data.roi_size must have equal first two axes (rotations turn them into each other), "

@@ -1,0 +1,195 @@
+"""Train/validation splits by patient and step-indexed training batches.
+
+A batch is a pure function of (seed, step, rank): resuming at step s needs no iterator state, and two runs
+with the same seed see the same crops. Subjects are drawn by cycling through a per-epoch permutation (every
+subject once per epoch; the ranks of one step take disjoint slices of it), crops and augmentations from
+`np.random.default_rng([seed, step, rank])`. All volumes are already in memory: no file I/O per step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from p2gmed.data.records import Subject
+from p2gmed.errors import DataError, InputError
+
+log = logging.getLogger(__name__)
+
+
+def split_subjects(
+    subjects: Sequence[Subject], data_cfg: Any, seed: int
+) -> tuple[list[Subject], list[Subject]]:
+    """Split into (train, val) by patient, so no individual is on both sides.
+
+    `data.split_file` (JSON with "train" and "val" lists of subject ids; "test" and others ignored) overrides
+    `data.val_fraction`; subjects it does not list are left out of both. Otherwise round(val_fraction x
+    patients) patients (at least one when the fraction is > 0 and there are two or more) go to validation,
+    chosen by a permutation of the sorted patient ids seeded with `seed`.
+
+    Raises:
+        InputError: unreadable split file, or ids it lists that the data set lacks (named).
+    """
+    if data_cfg.split_file:
+        return _split_from_file(subjects, Path(data_cfg.split_file))
+    patients = sorted({s.patient_id for s in subjects})
+    n_val = round(data_cfg.val_fraction * len(patients))
+    if data_cfg.val_fraction > 0 and len(patients) > 1:
+        n_val = min(max(n_val, 1), len(patients) - 1)
+    order = np.random.default_rng(seed).permutation(len(patients))
+    val_patients = {patients[i] for i in order[:n_val]}
+    train = [s for s in subjects if s.patient_id not in val_patients]
+    val = [s for s in subjects if s.patient_id in val_patients]
+    return train, val
+
+
+def _split_from_file(subjects: Sequence[Subject], path: Path) -> tuple[list[Subject], list[Subject]]:
+    try:
+        split = json.loads(path.read_text())
+        train_ids, val_ids = list(split["train"]), list(split.get("val", []))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"split file {path} must be JSON with 'train' and 'val' lists of subject ids ({exc})."
+        ) from None
+    by_id = {s.subject_id: s for s in subjects}
+    unknown = [i for i in train_ids + val_ids if i not in by_id]
+    if unknown:
+        raise InputError(
+            f"split file {path} names subjects the data set lacks: {', '.join(map(str, unknown[:5]))}."
+        )
+    shared = {by_id[i].patient_id for i in train_ids} & {by_id[i].patient_id for i in val_ids}
+    if shared:
+        log.warning("split file %s puts patients %s on both sides", path, sorted(shared)[:5])
+    return [by_id[i] for i in train_ids], [by_id[i] for i in val_ids]
+
+
+def steps_per_epoch(n_train: int, cfg: Any, world: int = 1) -> int:
+    """Optimizer steps for every training subject to be seen once: ceil(n / (batch_size x world))."""
+    return max(1, math.ceil(n_train / (cfg.train.batch_size * world)))
+
+
+def crop_start(
+    shape: Sequence[int], roi: Sequence[int], center: Sequence[int] | None, rng: np.random.Generator
+) -> list[int]:
+    """Corner of a `roi` window inside `shape` (already >= roi): around `center` (clamped), else uniform."""
+    if center is None:
+        return [int(rng.integers(0, s - r + 1)) for s, r in zip(shape, roi)]
+    return [int(min(max(c - r // 2, 0), s - r)) for c, s, r in zip(center, shape, roi)]
+
+
+class TrainBatches:
+    """Deterministic training batches from loaded subjects.
+
+    Args:
+        loaded: the training subjects (`volumes.LoadedSubject`, e.g. from `load_subjects`).
+        cfg: full `Config` (train.batch_size, data.roi_size, crops_per_subject, flip_prob, rot90_prob).
+        seed: run seed.
+        rank, world: this process's rank and the number of processes (DDP).
+    """
+
+    def __init__(self, loaded: Sequence[Any], cfg: Any, seed: int, rank: int = 0, world: int = 1):
+        if not len(loaded):
+            raise DataError("no training subjects to draw batches from.")
+        if not 0 <= rank < world:
+            raise InputError(f"rank {rank} is outside world size {world}")
+        self.loaded, self.cfg, self.seed, self.rank, self.world = loaded, cfg, int(seed), rank, world
+        self.roi = tuple(int(r) for r in cfg.data.roi_size)
+        if self.roi[0] != self.roi[1]:
+            raise InputError(f"data.roi_size must have equal first two axes for rot90, got {self.roi}")
+        labelled = [item.label is not None for item in (loaded[i] for i in range(len(loaded)))]
+        self.has_labels = all(labelled)
+        if any(labelled) and not self.has_labels:
+            log.warning(
+                "%d of %d training subjects have no label: batches carry no labels",
+                labelled.count(False),
+                len(labelled),
+            )
+        self.steps_per_epoch = steps_per_epoch(len(loaded), cfg, world)
+
+    def subject_indices(self, step: int) -> list[int]:
+        """Indices into `loaded` of this rank's subjects at `step` (batch_size of them)."""
+        n, per_step, b = len(self.loaded), self.cfg.train.batch_size * self.world, self.cfg.train.batch_size
+        epoch, within = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n)
+        first = within * per_step + self.rank * b
+        return [int(order[(first + i) % n]) for i in range(b)]
+
+    def _crop(
+        self, item: Any, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One augmented ROI crop: image (M, *roi), foreground (1, *roi), label (1, *roi) | None."""
+        image, fg, label = item.image, item.foreground, item.label if self.has_labels else None
+        shape = tuple(image.shape[1:])
+        pad = [max(r - s, 0) for s, r in zip(shape, self.roi)]
+        if any(
+            pad
+        ):  # pad symmetrically with each channel's background so small volumes still give a full ROI
+            before = [p // 2 for p in pad]
+            full = tuple(max(s, r) for s, r in zip(shape, self.roi))
+            slices = tuple(slice(b, b + s) for b, s in zip(before, shape))
+            padded = item.background.view(-1, 1, 1, 1).expand(image.shape[0], *full).clone()
+            padded[(slice(None), *slices)] = image
+            fg_p = torch.zeros((1, *full), dtype=torch.bool)
+            fg_p[(slice(None), *slices)] = fg
+            if label is not None:
+                label_p = torch.zeros((1, *full), dtype=label.dtype)
+                label_p[(slice(None), *slices)] = label
+                label = label_p
+            image, fg, shape = padded, fg_p, full
+        center = None
+        if rng.random() < 0.5:
+            voxels = torch.nonzero(fg[0].reshape(-1)).flatten()
+            if len(voxels):
+                center = np.unravel_index(int(voxels[rng.integers(len(voxels))]), shape)
+        start = crop_start(shape, self.roi, center, rng)
+        window = (slice(None), *(slice(a, a + r) for a, r in zip(start, self.roi)))
+        tensors = [image[window], fg[window]] + ([label[window]] if label is not None else [])
+        return self._augment(tensors, rng)
+
+    def _augment(self, tensors: list[torch.Tensor], rng: np.random.Generator):
+        """Random flips per spatial axis, then rot90 in the plane of the first two spatial axes."""
+        data = self.cfg.data
+        flips = [axis + 1 for axis in range(3) if rng.random() < data.flip_prob]
+        k = int(rng.integers(1, 4)) if rng.random() < data.rot90_prob else 0
+        out = []
+        for t in tensors:
+            t = torch.flip(t, flips) if flips else t
+            t = torch.rot90(t, k, dims=(1, 2)) if k else t
+            out.append(t.contiguous())
+        return out[0], out[1], (out[2] if len(out) > 2 else None)
+
+    def batch(self, step: int) -> dict[str, Any]:
+        """The batch of `step` for this rank.
+
+        Returns:
+            image (N, M, D, H, W) float32, available (N, M) bool, foreground (N, 1, D, H, W) bool,
+            label (N, 1, D, H, W) int64 when every training subject has one, subject list[str] of length N;
+            N = batch_size x crops_per_subject, the crops of one subject consecutive.
+        """
+        rng = np.random.default_rng([self.seed, int(step), self.rank])
+        images, fgs, labels, available, names = [], [], [], [], []
+        for index in self.subject_indices(step):
+            item = self.loaded[index]
+            for _ in range(self.cfg.data.crops_per_subject):
+                image, fg, label = self._crop(item, rng)
+                images.append(image)
+                fgs.append(fg)
+                labels.append(label)
+                available.append(item.available)
+                names.append(item.subject.subject_id)
+        out = {
+            "image": torch.stack(images).float(),
+            "available": torch.stack(available).bool(),
+            "foreground": torch.stack(fgs).bool(),
+            "subject": names,
+        }
+        if self.has_labels:
+            out["label"] = torch.stack(labels).long()
+        return out
