@@ -1,0 +1,206 @@
+"""P2GNet: a stock MONAI SwinUNETR whose bottleneck is personalised by the prior O (the paper's Fig. 1).
+
+    x (one modality repeated over the M channels)
+      -> encoder E = backbone.swinViT          -> z (B, 16F, d, h, w), skips [x, hidden_0..3]
+      -> fuse: X' = conv(z ⊕ Attn(z, O, O))    -> X' (B, 16F, d, h, w)      (identity without the prior)
+      -> decoder D = backbone.encoder1..4/10, decoder5..1, out, with hidden_states[4] replaced by X'
+      -> all M modalities (B, out_channels, D, H, W)
+
+The backbone is an unmodified `monai.networks.nets.SwinUNETR`, so `backbone.state_dict()` is a checkpoint for
+stock MONAI (the prior, fusion and heads live beside it, not inside).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from monai.networks.nets import SwinUNETR
+from torch import Tensor, nn
+
+from p2gmed.config import Config
+from p2gmed.errors import InputError
+from p2gmed.models.heads import ProjectionHead, RotationHead
+from p2gmed.models.prior import PriorFusion, prior_from_config
+
+
+class P2GNet(nn.Module):
+    """SwinUNETR encoder/decoder + learnable prior O + rotation and contrastive heads.
+
+    Args:
+        backbone: a MONAI SwinUNETR with `in_channels` = M modality types.
+        prior: the prior block (`PriorFusion`), or None for the no-prior ablation (X' = z).
+        rotation_head: F of Eq. 4-5.
+        projection_head: the contrastive projection of Eq. 2.
+        head_placement: "paper": heads read the encoder bottleneck z (Algorithm 1); "code": they read the
+            fused X' (authors' release).
+    """
+
+    def __init__(
+        self,
+        backbone: SwinUNETR,
+        prior: PriorFusion | None,
+        rotation_head: RotationHead,
+        projection_head: ProjectionHead,
+        *,
+        head_placement: str = "paper",
+    ) -> None:
+        super().__init__()
+        if head_placement not in ("paper", "code"):
+            raise ValueError(f"head_placement must be 'paper' or 'code', got {head_placement!r}")
+        self.backbone = backbone
+        self.prior = prior
+        self.rotation_head = rotation_head
+        self.projection_head = projection_head
+        self.head_placement = head_placement
+        self.in_channels = backbone.swinViT.patch_embed.proj.in_channels
+
+    # -- the three stages --------------------------------------------------------------------------------
+    def encode(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Encoder E.
+
+        Args:
+            x: (B, M, D, H, W), D/H/W divisible by 32.
+
+        Returns:
+            z: (B, 16F, D/32, H/32, W/32), the layer-normalised last stage (SwinUNETR's hidden_states_out[4]);
+            skips: [x, hidden_0 (B, F, D/2, ...), hidden_1 (B, 2F, D/4, ...), hidden_2 (B, 4F, D/8, ...),
+            hidden_3 (B, 8F, D/16, ...)], the intermediate features x_h^i the decoder is conditioned on.
+
+        Raises:
+            ValueError: wrong channel count or a spatial size not divisible by 32.
+        """
+        if x.ndim != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected (B, {self.in_channels}, D, H, W), got shape {tuple(x.shape)}")
+        if any(s % 32 for s in x.shape[2:]):
+            raise ValueError(f"spatial size must be divisible by 32, got {tuple(x.shape[2:])}")
+        hidden = self.backbone.swinViT(x, self.backbone.normalize)
+        return hidden[4], [x, *hidden[:4]]
+
+    def fuse(self, z: Tensor) -> Tensor:
+        """X' = conv(z ⊕ Attn(query z, key O, value O)); z (B, 16F, d, h, w) -> X' (B, 16F, d, h, w).
+
+        Without the prior this is the identity (X' = z).
+        """
+        return z if self.prior is None else self.prior(z)
+
+    def decode(self, fused: Tensor, skips: list[Tensor]) -> Tensor:
+        """Decoder D: SwinUNETR's decoder with the bottleneck replaced by X'.
+
+        Args:
+            fused: X' (B, 16F, d, h, w).
+            skips: as returned by `encode` (raw, non-personalised encoder features, as the release).
+
+        Returns:
+            (B, out_channels, D, H, W).
+        """
+        b = self.backbone
+        x, h0, h1, h2, h3 = skips
+        enc0 = b.encoder1(x)
+        enc1 = b.encoder2(h0)
+        enc2 = b.encoder3(h1)
+        enc3 = b.encoder4(h2)
+        dec4 = b.encoder10(fused)
+        dec3 = b.decoder5(dec4, h3)
+        dec2 = b.decoder4(dec3, enc3)
+        dec1 = b.decoder3(dec2, enc2)
+        dec0 = b.decoder2(dec1, enc1)
+        return b.out(b.decoder1(dec0, enc0))
+
+    # -- heads -------------------------------------------------------------------------------------------
+    def heads(self, z: Tensor, fused: Tensor) -> tuple[Tensor, Tensor]:
+        """Rotation logits (B, 4) and contrastive projection (B, P) from z or X' (per `head_placement`)."""
+        source = z if self.head_placement == "paper" else fused
+        return self.rotation_head(source), self.projection_head(source)
+
+    def rotation_logits(self, z: Tensor, fused: Tensor) -> Tensor:
+        """F(z) of Eq. 5 as logits (B, 4); reads z or X' per `head_placement`."""
+        return self.rotation_head(z if self.head_placement == "paper" else fused)
+
+    def embed_view(self, x: Tensor) -> Tensor:
+        """Contrastive embedding of an augmented view: x (B, M, D, H, W) -> (B, P).
+
+        Only the encoder (and the fusion when the heads read X') runs; the decoder does not.
+        """
+        z, _ = self.encode(x)
+        return self.projection_head(z if self.head_placement == "paper" else self.fuse(z))
+
+    # -- inference ---------------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """D(fuse(E(x))): x (B, M, D, H, W), one modality repeated over M channels -> (B, out, D, H, W)."""
+        z, skips = self.encode(x)
+        return self.decode(self.fuse(z), skips)
+
+    def forward_subset(self, image: Tensor, available: Tensor) -> Tensor:
+        """Predict every output from a subset of the modalities.
+
+        Each available modality m is encoded alone (repeated over the M channels); the fused X'_m are
+        averaged over the subset (the invariance constraint makes them estimates of the same X_h), the skip
+        features likewise, and the mean is decoded once.
+
+        Args:
+            image: (B, M, D, H, W); channels of unavailable modalities are ignored.
+            available: (M,) bool, at least one True.
+
+        Returns:
+            (B, out_channels, D, H, W).
+
+        Raises:
+            ValueError: wrong shapes or an empty subset.
+        """
+        available = torch.as_tensor(available, dtype=torch.bool).reshape(-1)
+        if image.ndim != 5 or image.shape[1] != self.in_channels or available.numel() != self.in_channels:
+            raise ValueError(
+                f"expected image (B, {self.in_channels}, D, H, W) and available ({self.in_channels},), "
+                f"got {tuple(image.shape)} and {tuple(available.shape)}"
+            )
+        indices = available.nonzero().flatten().tolist()
+        if not indices:
+            raise ValueError("forward_subset needs at least one available modality")
+        fused_sum: Tensor | None = None
+        skip_sums: list[Tensor] = []
+        for m in indices:
+            x = image[:, m : m + 1].expand(-1, self.in_channels, -1, -1, -1)
+            z, skips = self.encode(x)
+            fused = self.fuse(z)
+            fused_sum = fused if fused_sum is None else fused_sum + fused
+            skip_sums = skips if not skip_sums else [s + t for s, t in zip(skip_sums, skips)]
+        n = len(indices)
+        assert fused_sum is not None
+        return self.decode(fused_sum / n, [s / n for s in skip_sums])
+
+
+def build_model(cfg: Config, out_channels: int) -> P2GNet:
+    """The P2GNet described by `cfg.model` for `cfg.data.modalities` inputs and `out_channels` outputs.
+
+    Args:
+        cfg: the run's configuration (model section, modalities, ROI for the prior's shape).
+        out_channels: decoder outputs (M modalities for synthesis/pre-training, K classes for segmentation).
+
+    Raises:
+        InputError: the ROI gives a one-voxel bottleneck (SwinUNETR's instance norm cannot train on it).
+    """
+    if math.prod(cfg.bottleneck_size) < 2:
+        raise InputError(
+            f"data.roi_size {tuple(cfg.data.roi_size)} gives a 1-voxel bottleneck; SwinUNETR's instance norm "
+            "needs more: make at least one axis 64 or larger"
+        )
+    m = cfg.model
+    backbone = SwinUNETR(
+        in_channels=len(cfg.data.modalities),
+        out_channels=out_channels,
+        feature_size=m.feature_size,
+        depths=m.depths,
+        num_heads=m.num_heads,
+        window_size=m.window_size,
+        dropout_path_rate=m.drop_path_rate,
+        use_checkpoint=m.activation_checkpointing,
+    )
+    channels = cfg.bottleneck_channels
+    return P2GNet(
+        backbone,
+        prior_from_config(cfg),
+        RotationHead(channels),
+        ProjectionHead(channels, m.projection_dim),
+        head_placement=m.head_placement,
+    )

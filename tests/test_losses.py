@@ -1,0 +1,209 @@
+"""The four pre-training loss terms and their weighted combination, against hand-worked references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from p2gmed.config import LossConfig
+from p2gmed.losses import (
+    ContrastiveLoss,
+    DecompositionLoss,
+    InvarianceLoss,
+    RotationLoss,
+    RunningAnchor,
+    WeightedSum,
+    build_pretrain_objective,
+)
+
+
+# -- contrastive (Eq. 2) --------------------------------------------------------------------------------
+def nt_xent_numpy(a: np.ndarray, b: np.ndarray, t: float) -> float:
+    """NT-Xent written out term by term: 2N anchors, one positive each, the rest negatives."""
+    views = np.concatenate([a, b])
+    views = views / np.linalg.norm(views, axis=1, keepdims=True)
+    n = len(a)
+    total = 0.0
+    for i in range(2 * n):
+        partner = (i + n) % (2 * n)
+        denominator = sum(math.exp(views[i] @ views[j] / t) for j in range(2 * n) if j != i)
+        total += -math.log(math.exp(views[i] @ views[partner] / t) / denominator)
+    return total / (2 * n)
+
+
+def test_contrastive_matches_hand_worked_nt_xent_two_subvolumes_two_views():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 2, 5))
+    loss = ContrastiveLoss(temperature=0.5)(torch.tensor(a), torch.tensor(b))
+    assert float(loss) == pytest.approx(nt_xent_numpy(a, b, 0.5), rel=1e-5)
+
+
+def test_contrastive_closed_form():
+    # views of sub-volume 1 along e1, of sub-volume 2 along e2 (scaled: normalisation must remove it):
+    # every anchor has similarity 1 to its positive and 0 to the two other-sub-volume views
+    a = torch.tensor([[2.0, 0.0], [0.0, 3.0]])
+    b = torch.tensor([[1.0, 0.0], [0.0, 0.5]])
+    t = 0.25
+    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2.0))
+    assert float(ContrastiveLoss(t)(a, b)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_contrastive_symmetric_both_views_get_gradients_and_nonzero_at_two_crops():
+    a = torch.randn(2, 8, requires_grad=True)
+    b = torch.randn(2, 8, requires_grad=True)
+    loss = ContrastiveLoss(0.5)(a, b)
+    assert loss.item() > 0
+    assert loss.item() == pytest.approx(ContrastiveLoss(0.5)(b, a).item(), rel=1e-6)
+    loss.backward()
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+
+
+def test_contrastive_errors():
+    with pytest.raises(ValueError, match="at least 2 sub-volumes"):
+        ContrastiveLoss()(torch.randn(1, 4), torch.randn(1, 4))
+    with pytest.raises(ValueError):
+        ContrastiveLoss()(torch.randn(2, 4), torch.randn(3, 4))
+    with pytest.raises(ValueError):
+        ContrastiveLoss(temperature=0.0)
+
+
+def test_contrastive_gather_is_identity_in_one_process():
+    a, b = torch.randn(3, 4), torch.randn(3, 4)
+    assert torch.equal(ContrastiveLoss(gather=True)(a, b), ContrastiveLoss(gather=False)(a, b))
+
+
+# -- equivariance (Eq. 5) -------------------------------------------------------------------------------
+def test_rotation_loss_values():
+    assert float(RotationLoss()(torch.zeros(3, 4), torch.tensor([0, 1, 3]))) == pytest.approx(math.log(4))
+    logits = torch.tensor([[0.0, math.log(3.0), 0.0, 0.0]])  # p(class 1) = 3/6
+    assert float(RotationLoss()(logits, torch.tensor([1]))) == pytest.approx(math.log(2))
+    with pytest.raises(ValueError):
+        RotationLoss()(torch.zeros(2, 3), torch.tensor([0, 1]))
+
+
+# -- invariance (Eq. 3) ---------------------------------------------------------------------------------
+def test_invariance_zero_when_equal_hand_value_and_detached_anchor():
+    x = torch.randn(2, 3, 1, 1, 2, requires_grad=True)
+    assert InvarianceLoss()(x, x.detach().clone()).item() == 0.0
+    anchor = torch.zeros(2, 3, 1, 1, 2, requires_grad=True)
+    fused = torch.full((2, 3, 1, 1, 2), 2.0, requires_grad=True)
+    loss = InvarianceLoss()(fused, anchor)
+    assert loss.item() == pytest.approx(4.0)
+    loss.backward()
+    assert anchor.grad is None and fused.grad is not None
+    with pytest.raises(ValueError):
+        InvarianceLoss()(torch.zeros(1, 2), torch.zeros(2, 2))
+
+
+def test_invariance_zero_when_all_modalities_give_the_same_representation():
+    same = torch.randn(2, 4, 1, 1, 1)
+    anchor = RunningAnchor(2, "mean")
+    rows = torch.arange(2)
+    anchor.update(same, rows)
+    for _ in range(3):
+        assert float(InvarianceLoss()(same, anchor.get(rows))) == 0.0
+        anchor.update(same, rows)
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("mean", 7 / 3), ("halving", 2.75)])
+def test_running_anchor_mean_vs_halving(mode, expected):
+    anchor = RunningAnchor(1, mode)
+    rows = torch.tensor([0])
+    assert not anchor.seen(rows).any()
+    for value in (1.0, 2.0, 4.0):  # mean: 7/3; halving: ((1 + 2)/2 + 4)/2
+        anchor.update(torch.full((1, 1, 1, 1, 1), value), rows)
+    assert anchor.seen(rows).all()
+    assert float(anchor.get(rows)) == pytest.approx(expected)
+
+
+def test_running_anchor_counts_each_crop_separately():
+    anchor = RunningAnchor(3, "mean")
+    anchor.update(torch.tensor([1.0, 10.0]).view(2, 1, 1, 1, 1), torch.tensor([0, 2]))
+    anchor.update(torch.tensor([3.0, 5.0]).view(2, 1, 1, 1, 1), torch.tensor([1, 2]))
+    assert anchor.seen(torch.arange(3)).tolist() == [True, True, True]
+    assert anchor.get(torch.arange(3)).flatten().tolist() == pytest.approx([1.0, 3.0, 7.5])
+
+
+# -- decomposition (Eq. 6) ------------------------------------------------------------------------------
+def _decomposition_case():
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(2, 3, 4, 4, 2, generator=g)
+    prediction = torch.randn(2, 3, 4, 4, 2, generator=g)
+    available = torch.tensor([[True, False, True], [True, True, True]])
+    foreground = torch.rand(2, 1, 4, 4, 2, generator=g) > 0.4
+    return prediction, target, available, foreground
+
+
+def test_decomposition_zero_for_perfect_reconstruction():
+    _, target, available, foreground = _decomposition_case()
+    assert float(DecompositionLoss()(target.clone(), target, available, foreground)) == 0.0
+
+
+def test_decomposition_ignores_missing_modalities_and_background():
+    prediction, target, available, foreground = _decomposition_case()
+    loss = DecompositionLoss()(prediction, target, available, foreground)
+    changed_pred, changed_target = prediction.clone(), target.clone()
+    changed_target[0, 1] = float("nan")  # crop 0 lacks modality 1
+    changed_pred[0, 1] = 50.0
+    background = (~foreground).expand_as(prediction)
+    changed_pred[background] = 123.0
+    changed_target[background & ~torch.isnan(changed_target)] = -7.0
+    assert float(DecompositionLoss()(changed_pred, changed_target, available, foreground)) == pytest.approx(
+        float(loss), rel=1e-6
+    )
+
+
+def test_decomposition_hand_value_with_background_weight():
+    prediction = torch.zeros(1, 2, 1, 1, 2)
+    target = torch.tensor([1.0, 2.0, 3.0, 100.0]).view(1, 2, 1, 1, 2)
+    available = torch.tensor([[True, False]])
+    foreground = torch.tensor([True, False]).view(1, 1, 1, 1, 2)
+    # available channel 0: fg voxel error 1 (weight 1), bg voxel error 4 (weight 0.5): (1 + 2) / 1.5
+    value = DecompositionLoss(background_weight=0.5)(prediction, target, available, foreground)
+    assert float(value) == pytest.approx(2.0)
+    assert float(DecompositionLoss()(prediction, target, available, foreground)) == pytest.approx(1.0)
+
+
+def test_decomposition_shape_error():
+    prediction, target, available, foreground = _decomposition_case()
+    with pytest.raises(ValueError):
+        DecompositionLoss()(prediction, target, available[:, :2], foreground)
+
+
+# -- combination (Eq. 7) --------------------------------------------------------------------------------
+class _Spy(torch.nn.Module):
+    def __init__(self, value: float):
+        super().__init__()
+        self.value, self.calls = value, 0
+
+    def forward(self):
+        self.calls += 1
+        return torch.tensor(self.value)
+
+
+def test_weighted_sum_total_and_unweighted_terms_zero_weight_never_built_or_called():
+    a, b, off = _Spy(2.0), _Spy(3.0), _Spy(100.0)
+    objective = WeightedSum({"a": (0.5, a), "b": (2.0, b), "off": (0.0, off)})
+    assert "off" not in objective and "off" not in objective.terms
+    out = objective({"a": lambda m: m(), "b": lambda m: m()})
+    assert float(out.total) == pytest.approx(0.5 * 2.0 + 2.0 * 3.0)
+    assert {k: float(v) for k, v in out.terms.items()} == {"a": 2.0, "b": 3.0}
+    assert off.calls == 0
+    only_a = objective({"a": lambda m: m()})  # an active term without inputs is skipped
+    assert float(only_a.total) == pytest.approx(1.0) and set(only_a.terms) == {"a"}
+    with pytest.raises(ValueError):
+        objective({"off": lambda m: m()})
+    with pytest.raises(ValueError):
+        WeightedSum({"neg": (-1.0, _Spy(0.0))})
+
+
+def test_build_pretrain_objective_follows_config():
+    objective = build_pretrain_objective(LossConfig(contrast=0.0, temperature=0.2, background_weight=0.1))
+    assert set(objective.terms) == {"equivariance", "invariance", "decomposition"}
+    assert objective.terms["decomposition"].background_weight == 0.1
+    full = build_pretrain_objective(LossConfig(temperature=0.2))
+    assert full.terms["contrast"].temperature == 0.2
+    assert set(full.terms) == {"contrast", "equivariance", "invariance", "decomposition"}
