@@ -1,0 +1,143 @@
+"""The trained models `p2g predict` runs: checkpoints read once, what each can produce, and which combinations work.
+
+* a synthesis checkpoint and a pre-training checkpoint both synthesize: the pre-trained decoder reconstructs every
+  modality from any one (Algorithm 1 trains exactly that), so it serves as a synthesis model without tuning;
+* a segmentation checkpoint segments, and cannot synthesize;
+* at most one model of each kind; give both to get every modality and a segmentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from p2gmed.config import Config
+from p2gmed.data.layouts import LABEL_VALUES
+from p2gmed.errors import InputError
+
+SYNTHESIS_TASKS = ("synthesis", "pretrain")
+SEGMENTATION_TASKS = ("segmentation",)
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with what its checkpoint says about it.
+
+    Attributes:
+        model: module with `forward_subset(image (B, M, D, H, W), available (M,) bool) -> (B, C, D, H, W)`.
+        path: the checkpoint file.
+        cfg: the configuration it was trained with (ROI, spacing, normalisation, inference defaults).
+        task: "pretrain", "synthesis" or "segmentation".
+        architecture: "p2g", "swinunetr" or "unetr".
+        modalities: the M modality names of its input (and, for synthesis, output) channels.
+        out_channels: C.
+        labels: label convention of a segmentation model ("brats2023", "brats2018", "autopet"), else None.
+        versions: {p2gmed, monai, torch} it was trained with.
+    """
+
+    model: nn.Module
+    path: Path
+    cfg: Config
+    task: str
+    architecture: str
+    modalities: tuple[str, ...]
+    out_channels: int
+    labels: str | None = None
+    versions: dict[str, str] | None = None
+
+    @property
+    def synthesizes(self) -> bool:
+        return self.task in SYNTHESIS_TASKS
+
+    @property
+    def segments(self) -> bool:
+        return self.task in SEGMENTATION_TASKS
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready summary for the prediction sidecar."""
+        return {
+            "file": str(self.path),
+            "task": self.task,
+            "architecture": self.architecture,
+            "modalities": list(self.modalities),
+            "labels": self.labels,
+            "versions": dict(self.versions or {}),
+        }
+
+    @classmethod
+    def from_checkpoint_dict(cls, model: nn.Module, ckpt: dict[str, Any], path: str | Path) -> LoadedModel:
+        """Wrap a model and its checkpoint metadata; InputError naming the file when the metadata is unusable."""
+        from p2gmed.config import config_from_dict
+        from p2gmed.modalities import canonical
+
+        path = Path(path)
+        cfg = config_from_dict(ckpt["config"])
+        task = ckpt.get("task")
+        if task not in SYNTHESIS_TASKS + SEGMENTATION_TASKS:
+            raise InputError(f"{path} holds a model for task '{task}', which p2g predict cannot run")
+        modalities = tuple(canonical(m) for m in ckpt.get("modalities") or cfg.data.modalities)
+        out_channels = int(ckpt.get("out_channels") or len(modalities))
+        labels = ckpt.get("labels")
+        if task in SYNTHESIS_TASKS and out_channels != len(modalities):
+            raise InputError(
+                f"{path} is a {task} checkpoint with {out_channels} outputs for {len(modalities)} modalities; "
+                "it cannot synthesize them"
+            )
+        if task in SEGMENTATION_TASKS:
+            if labels not in LABEL_VALUES:
+                raise InputError(f"{path} is a segmentation checkpoint without a known label convention ({labels!r})")
+            if out_channels != len(LABEL_VALUES[labels]):
+                raise InputError(
+                    f"{path} has {out_channels} output channels but its {labels} labels have "
+                    f"{len(LABEL_VALUES[labels])} classes"
+                )
+        return cls(
+            model=model.eval(),
+            path=path,
+            cfg=cfg,
+            task=task,
+            architecture=str(ckpt.get("architecture", "p2g")),
+            modalities=modalities,
+            out_channels=out_channels,
+            labels=labels if task in SEGMENTATION_TASKS else None,
+            versions=ckpt.get("versions"),
+        )
+
+
+def load_models(paths: list[str | Path], device: str | torch.device = "cpu") -> list[LoadedModel]:
+    """Read each checkpoint once (for a whole batch of cases) and check the combination.
+
+    Raises:
+        InputError: a file is not a usable p2gmed checkpoint, or the combination is not allowed.
+    """
+    from p2gmed.models.weights import model_from_checkpoint
+    from p2gmed.train.checkpoint import check_monai_version
+
+    models = []
+    for path in paths:
+        model, ckpt = model_from_checkpoint(path, device)
+        check_monai_version(ckpt, path=path)
+        models.append(LoadedModel.from_checkpoint_dict(model, ckpt, path))
+    check_models(models)
+    return models
+
+
+def check_models(models: list[LoadedModel]) -> None:
+    """At least one model; at most one that synthesizes and one that segments.
+
+    Raises:
+        InputError: naming the checkpoints that clash.
+    """
+    if not models:
+        raise InputError("give at least one --model checkpoint")
+    for kind, chosen in (
+        ("synthesis (or pre-training)", [m for m in models if m.synthesizes]),
+        ("segmentation", [m for m in models if m.segments]),
+    ):
+        if len(chosen) > 1:
+            names = " and ".join(str(m.path) for m in chosen)
+            raise InputError(f"{names} are both {kind} models; give at most one of each kind")
