@@ -1,0 +1,433 @@
+"""Training engine, checkpoints and distributed helpers, tested with a tiny stand-in task (no MONAI model)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from p2gmed.config import Config
+from p2gmed.errors import InputError
+from p2gmed.train import checkpoint as ckpt_mod
+from p2gmed.train import distributed as dist_utils
+from p2gmed.train.engine import (
+    NonFiniteLossError,
+    Trainer,
+    Validation,
+    lr_factor,
+    step_seed,
+    truncate_metrics,
+)
+
+# --------------------------------------------------------------------------------------------------
+# stand-in task: two "modalities", each forward + backward, dropout (global RNG) and generator noise
+
+
+class TinyTask:
+    def __init__(self, model: nn.Module, nan_at: int | None = None):
+        self.model = model
+        self.nan_at = nan_at
+
+    def run_step(self, batch, step, generator, after_modality=None):
+        terms = {"first": 0.0, "second": 0.0}
+        total = 0.0
+        for index, name in enumerate(terms):
+            x = batch["image"][:, index : index + 1]
+            noise = torch.randn(x.shape, generator=generator)
+            loss = ((self.model(x + 0.1 * noise) - batch["target"]) ** 2).mean()
+            if self.nan_at is not None and step == self.nan_at:
+                loss = loss * float("nan")
+            loss.backward()
+            if after_modality is not None:
+                after_modality()
+            terms[name] = float(loss.detach())
+            total += terms[name]
+        return {"loss": total, **terms}
+
+
+def tiny_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.Dropout(0.3), nn.Conv3d(4, 1, 1))
+
+
+class Batches:
+    """Deterministic in the step; optionally 'crashes' when asked for one step index."""
+
+    def __init__(self, crash_at: int | None = None):
+        self.crash_at = crash_at
+
+    def __call__(self, step: int) -> dict:
+        if step == self.crash_at:
+            raise KeyboardInterrupt("simulated kill")
+        g = torch.Generator().manual_seed(1000 + step)
+        image = torch.randn(2, 2, 4, 4, 4, generator=g)
+        return {"image": image, "target": image.mean(1, keepdim=True), "subject": ["a", "b"]}
+
+
+def fixed_validation(model: nn.Module) -> dict:
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 1, 4, 4, 4, generator=g)
+    with torch.no_grad():
+        return {"mse": float(((model(x) - x) ** 2).mean())}
+
+
+def make_cfg(**train) -> Config:
+    cfg = Config()
+    cfg.train.device = "cpu"
+    cfg.train.log_every = 1
+    cfg.train.checkpoint_every = 4
+    cfg.train.lr = 1e-2
+    for key, value in train.items():
+        setattr(cfg.train, key, value)
+    return cfg
+
+
+def make_trainer(run, cfg, *, seed=0, crash_at=None, resume=False, max_steps=8, nan_at=None, validation=True):
+    model = tiny_model(seed)
+    return Trainer(
+        model,
+        TinyTask(model, nan_at),
+        Batches(crash_at),
+        cfg,
+        run,
+        task_name="pretrain",
+        out_channels=1,
+        modalities=["t1n", "t2w"],
+        validation=Validation(fixed_validation, "mse", "min") if validation else None,
+        max_steps=max_steps,
+        resume=resume,
+    )
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_time(records):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+# --------------------------------------------------------------------------------------------------
+# resume exactness
+
+
+@pytest.mark.parametrize("update,schedule", [("per_step", "warmup_cosine"), ("per_modality", "constant")])
+def test_killed_and_resumed_run_is_bitwise_identical(tmp_path, update, schedule):
+    cfg = make_cfg(update=update, schedule=schedule, warmup_steps=2, grad_clip=1.0, val_every=2)
+    straight = make_trainer(tmp_path / "a", cfg)
+    straight.fit()
+
+    # killed while preparing step 6: steps 5 was logged but the last checkpoint is at step 4
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(tmp_path / "b", cfg, crash_at=5).fit()
+    assert [r["step"] for r in read_metrics(tmp_path / "b")] == [1, 2, 3, 4, 5]
+    # a different initialisation proves the weights come from the checkpoint
+    resumed = make_trainer(tmp_path / "b", cfg, seed=123, resume=True)
+    resumed.fit()
+
+    for (name, p), q in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(p, q), name
+    assert without_time(read_metrics(tmp_path / "a")) == without_time(read_metrics(tmp_path / "b"))
+    a = torch.load(tmp_path / "a/checkpoints/last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 8 and a["best"] == b["best"]
+    assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 8
+
+
+def test_resume_past_max_steps_does_nothing_and_resume_needs_last(tmp_path):
+    cfg = make_cfg()
+    make_trainer(tmp_path / "r", cfg, max_steps=4, validation=False).fit()
+    before = (tmp_path / "r/metrics.jsonl").read_text()
+    make_trainer(tmp_path / "r", cfg, max_steps=4, resume=True, validation=False).fit()
+    assert (tmp_path / "r/metrics.jsonl").read_text() == before
+    with pytest.raises(InputError, match="last.pt"):
+        make_trainer(tmp_path / "empty", cfg, resume=True).fit()
+
+
+def test_truncate_metrics_drops_later_and_cut_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 1}\n{"step": 2, "loss": 2}\n{"step": 3, "loss": 3}\n{"step": 4, "lo')
+    truncate_metrics(path, 2)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2]
+
+
+# --------------------------------------------------------------------------------------------------
+# logs, checkpoints, validation
+
+
+def test_metrics_config_tensorboard_and_checkpoint_contents(tmp_path):
+    cfg = make_cfg(log_every=2, val_every=4)
+    trainer = make_trainer(tmp_path, cfg, max_steps=6)
+    trainer.fit()
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [2, 4, 6]
+    for r in records:
+        assert {"step", "loss", "first", "second", "lr", "seconds"} <= set(r)
+        assert all(math.isfinite(v) for v in r.values())
+        assert r["loss"] == pytest.approx(r["first"] + r["second"])
+    assert "val_mse" in records[1] and "val_mse" in records[2] and "val_mse" not in records[0]
+    assert (tmp_path / "config.yaml").read_text().startswith("data:")
+    assert any((tmp_path / "tb").iterdir())
+
+    last = ckpt_mod.load_checkpoint(tmp_path / "checkpoints/last.pt")
+    expected = set(ckpt_mod.CHECKPOINT_KEYS) | set(ckpt_mod.RESUME_KEYS) | {"labels"}
+    assert expected <= set(last)
+    assert last["step"] == 6 and last["task"] == "pretrain" and last["modalities"] == ["t1n", "t2w"]
+    assert set(last["versions"]) == {"p2gmed", "monai", "torch"}
+    assert last["config"]["train"]["log_every"] == 2
+    best = ckpt_mod.load_checkpoint(tmp_path / "checkpoints/best.pt")
+    assert best["best"]["name"] == "mse" and best["best"]["step"] in (4, 6)
+    val = {r["step"]: r["val_mse"] for r in records if "val_mse" in r}
+    assert best["best"]["value"] == pytest.approx(min(val.values()))
+    # the stored weights are the ones that scored best
+    model = tiny_model()
+    model.load_state_dict(best["model"])
+    model.eval()
+    assert fixed_validation(model)["mse"] == pytest.approx(best["best"]["value"], rel=1e-6)
+
+
+def test_learning_rate_follows_the_schedule(tmp_path):
+    cfg = make_cfg(schedule="warmup_cosine", warmup_steps=2, lr=0.1)
+    make_trainer(tmp_path, cfg, max_steps=6, validation=False).fit()
+    lrs = [r["lr"] for r in read_metrics(tmp_path)]
+    # hand-worked: warmup 0.05, 0.1; then 0.05 * (1 + cos(pi * k / 4)) for k = 0..3
+    expected = [0.05, 0.1] + [0.05 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert lrs == pytest.approx(expected)
+
+
+def test_lr_factor_constant_and_bad_name():
+    assert [lr_factor("constant", i, 3, 10) for i in range(5)] == pytest.approx([1 / 3, 2 / 3, 1, 1, 1])
+    assert lr_factor("warmup_cosine", 0, 0, 4) == 1.0
+    assert lr_factor("warmup_cosine", 2, 0, 4) == pytest.approx(0.0 + 0.5 * (1 + math.cos(math.pi / 2)))
+    with pytest.raises(InputError):
+        lr_factor("linear", 0, 0, 4)
+
+
+def test_early_stopping_stops_after_patience(tmp_path):
+    cfg = make_cfg(val_every=1, early_stopping=2, lr=0.0)  # lr 0: the metric never improves after step 1
+    trainer = make_trainer(tmp_path, cfg, max_steps=20)
+    trainer.fit()
+    assert trainer.step == 3
+    assert ckpt_mod.load_checkpoint(tmp_path / "checkpoints/last.pt")["step"] == 3
+
+
+def test_non_finite_loss_stops_without_a_bad_checkpoint(tmp_path):
+    cfg = make_cfg(checkpoint_every=2)
+    with pytest.raises(NonFiniteLossError, match="step 4"):
+        make_trainer(tmp_path, cfg, nan_at=3, validation=False).fit()
+    assert ckpt_mod.load_checkpoint(tmp_path / "checkpoints/last.pt")["step"] == 2
+    records = read_metrics(tmp_path)
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(math.isfinite(v) for r in records for v in r.values())
+
+
+def test_step_seed_depends_on_every_part():
+    seeds = {step_seed(s, t, r) for s in (0, 1) for t in (0, 1) for r in (0, 1)}
+    assert len(seeds) == 8 and step_seed(3, 4, 5) == step_seed(3, 4, 5)
+
+
+# --------------------------------------------------------------------------------------------------
+# checkpoint files
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    common = dict(
+        model=nn.Linear(2, 2),
+        config={},
+        task="pretrain",
+        architecture="p2g",
+        out_channels=2,
+        modalities=["t1n"],
+    )
+    ckpt_mod.save_checkpoint(path, step=1, **common)
+    original = path.read_bytes()
+
+    def broken_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        ckpt_mod.save_checkpoint(path, step=2, **common)
+    assert path.read_bytes() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_load_checkpoint_errors(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        ckpt_mod.load_checkpoint(tmp_path / "nothing.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(4096))
+    with pytest.raises(InputError, match="junk.pt"):
+        ckpt_mod.load_checkpoint(junk)
+    plain = tmp_path / "plain.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, plain)
+    with pytest.raises(InputError, match="is not a p2gmed checkpoint"):
+        ckpt_mod.load_checkpoint(plain)
+    good = tmp_path / "good.pt"
+    ckpt_mod.save_checkpoint(
+        good,
+        model=nn.Linear(2, 2),
+        step=0,
+        config={},
+        task="pretrain",
+        architecture="p2g",
+        out_channels=2,
+        modalities=["t1n"],
+    )
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:500])
+    with pytest.raises(InputError, match="truncated.pt"):
+        ckpt_mod.load_checkpoint(truncated)
+    unsafe = tmp_path / "unsafe.pt"
+    unsafe.write_bytes(pickle.dumps(Path("x")))
+    with pytest.raises(InputError):
+        ckpt_mod.load_checkpoint(unsafe)
+
+
+def test_rng_state_round_trip():
+    import random
+
+    import numpy as np
+
+    state = ckpt_mod.capture_rng()
+    expected = (random.random(), float(np.random.rand()), float(torch.rand(1)))
+    random.random(), np.random.rand(), torch.rand(3)
+    ckpt_mod.restore_rng(state)
+    assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == expected
+
+
+def test_check_monai_version(monkeypatch):
+    import monai
+
+    monkeypatch.setattr(monai, "__version__", "1.6.1")
+    ckpt_mod.check_monai_version({"versions": {"monai": "1.5.0"}})
+    with pytest.raises(InputError, match="1.3.0"):
+        ckpt_mod.check_monai_version({"versions": {"monai": "1.3.0"}}, path="old.pt")
+    ckpt_mod.check_monai_version({"versions": {"monai": "1.3.0"}}, allow=True)  # warns only
+    monkeypatch.setattr(monai, "__version__", "1.4.0")
+    with pytest.raises(InputError):
+        ckpt_mod.check_monai_version({"versions": {"monai": "1.5.2"}})
+
+
+# --------------------------------------------------------------------------------------------------
+# distributed helpers
+
+
+def test_single_process_helpers_are_identities():
+    t = torch.arange(6.0).reshape(3, 2)
+    assert dist_utils.all_gather_with_grad(t) is t
+    assert dist_utils.reduce_mean({"a": 1.5}) == {"a": 1.5}
+    assert (dist_utils.rank(), dist_utils.world_size(), dist_utils.is_main()) == (0, 1, True)
+    assert not dist_utils.is_distributed() and not dist_utils.init_from_env()
+
+
+def _gather_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    assert dist_utils.init_from_env()
+    x = torch.full((2, 3), float(rank + 1), requires_grad=True)
+    gathered = dist_utils.all_gather_with_grad(x)
+    # loss on rank r weights every row by (r + 1) * row index: the gradient reaching rank r's rows is the sum
+    weights = torch.arange(gathered.shape[0], dtype=torch.float32)[:, None] * (rank + 1)
+    (gathered * weights).sum().backward()
+    mean = dist_utils.reduce_mean({"v": float(rank)})
+    torch.save({"gathered": gathered.detach(), "grad": x.grad, "mean": mean}, f"{out_dir}/{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_all_gather_with_grad_two_processes(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(
+        _gather_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
+    for rank in range(2):
+        out = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
+        assert torch.equal(out["gathered"][:, 0], torch.tensor([1.0, 1.0, 2.0, 2.0]))
+        rows = torch.arange(2 * rank, 2 * rank + 2, dtype=torch.float32)
+        # d/dx of sum_k sum_i (k + 1) * i * g_i = (1 + 2) * i for this rank's rows i
+        assert torch.equal(out["grad"], (3 * rows)[:, None].expand(2, 3))
+        assert out["mean"] == {"v": 0.5}
+
+
+# --------------------------------------------------------------------------------------------------
+# precision and devices
+
+
+def test_bf16_on_cpu_trains_and_fp16_or_missing_cuda_are_refused(tmp_path):
+    trainer = make_trainer(tmp_path / "bf16", make_cfg(precision="bf16"), max_steps=2, validation=False)
+    trainer.fit()
+    assert all(math.isfinite(r["loss"]) for r in read_metrics(tmp_path / "bf16"))
+    before = tiny_model(0).state_dict()
+    assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())  # it learned
+    with pytest.raises(InputError, match="fp16"):
+        make_trainer(tmp_path / "fp16", make_cfg(precision="fp16"))
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA device"):
+            make_trainer(tmp_path / "cuda", make_cfg(device="cuda"))
+
+
+def _train_worker(rank: int, world: int, port: int, run: str) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    torch.set_num_threads(1)
+    dist_utils.init_from_env()
+    torch.manual_seed(rank)  # different initial weights: the broadcast must make them equal
+    model = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, 1, 1))
+    batches = Batches()
+    trainer = Trainer(
+        model,
+        TinyTask(model),
+        lambda step: batches(10 * step + rank),
+        make_cfg(),
+        run,
+        task_name="pretrain",
+        out_channels=1,
+        modalities=["t1n", "t2w"],
+        max_steps=3,
+    )
+    trainer.fit()
+    torch.save(model.state_dict(), f"{run}/weights-{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_two_process_training_keeps_ranks_in_sync_and_writes_once(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_train_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    a, b = (torch.load(tmp_path / f"weights-{r}.pt", weights_only=True) for r in range(2))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # ranks saw different batches, yet identical weights
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]  # rank 0 alone wrote the log
+    saved = ckpt_mod.load_checkpoint(tmp_path / "checkpoints/last.pt")["model"]
+    assert all(torch.equal(saved[k], a[k]) for k in a)
