@@ -269,6 +269,10 @@ def test_load_checkpoint_errors(tmp_path):
     junk.write_bytes(os.urandom(4096))
     with pytest.raises(InputError, match="junk.pt"):
         ckpt_mod.load_checkpoint(junk)
+    text = tmp_path / "text.pt"
+    text.write_text("junk\n")  # torch.load raises KeyError on this one
+    with pytest.raises(InputError, match="text.pt"):
+        ckpt_mod.load_checkpoint(text)
     plain = tmp_path / "plain.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, plain)
     with pytest.raises(InputError, match="is not a p2gmed checkpoint"):

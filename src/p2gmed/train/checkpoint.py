@@ -12,9 +12,7 @@ reading a checkpoint never runs code from the file.
 from __future__ import annotations
 
 import logging
-import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +186,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise InputError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle means the file is not a usable checkpoint
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         # torch's weights-only message puts the actual reason on a later "WeightsUnpickler error" line
         reason = next(
