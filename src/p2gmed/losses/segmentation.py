@@ -1,15 +1,16 @@
 """Segmentation targets and the segmentation task loss.
 
-The loss is the mmFormer / RFNet / M2FTrans formulation the paper adopts (App. B.2.2, "Dice loss and the weighted
-cross-entropy adopted by Shi et al. 2023"), computed as in `mmformer/utils/criterions.py`:
+The loss is the mmFormer / RFNet / M2FTrans formulation the paper adopts (App. B.2.2, "Dice loss and the
+weighted cross-entropy adopted by Shi et al. 2023"), computed as in `mmformer/utils/criterions.py`:
 
 * weighted cross-entropy (`softmax_weighted_loss`): for every sample b and class k the weight is
   ``w_bk = 1 - (voxels of class k in sample b) / (voxels of sample b)``; the loss is
   ``mean over voxels and samples of  sum_k  -w_bk * y_bk * log(clamp(p_bk, 0.005, 1))`` with p the softmax;
-* soft Dice (`dice_loss`): ``1 - mean_k 2 sum(p_k y_k) / (sum p_k + sum y_k + eps)``, sums over the whole batch.
+* soft Dice (`dice_loss`): ``1 - mean_k 2 sum(p_k y_k) / (sum p_k + sum y_k + eps)``, sums over the whole
+  batch.
 
-Label conventions map to class indices here: BraTS 2023 labels (0, 1, 2, 3) are already classes 0..3; BraTS 2018/21
-label ET 4 becomes class 3 (and back); AutoPET (0, 1) is two classes.
+Label conventions map to class indices here: BraTS 2023 labels (0, 1, 2, 3) are already classes 0..3;
+BraTS 2018/21 label ET 4 becomes class 3 (and back); AutoPET (0, 1) is two classes.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def labels_to_classes(label: torch.Tensor, convention: str) -> torch.Tensor:
     ok = (classes < values.numel()) & (values[classes.clamp(max=values.numel() - 1)] == label)
     if not bool(ok.all()):
         bad = sorted(set(label[~ok].unique().tolist()))
-        raise InputError(f"label values {bad} are not legal for the {convention} convention {LABEL_VALUES[convention]}")
+        raise InputError(
+            f"label values {bad} are not legal for the {convention} convention {LABEL_VALUES[convention]}"
+        )
     return classes
 
 
@@ -66,7 +69,10 @@ def classes_to_labels(classes: torch.Tensor, convention: str) -> torch.Tensor:
 
 def region_masks(label: torch.Tensor, convention: str) -> dict[str, torch.Tensor]:
     """Evaluation regions (BraTS WT/TC/ET, AutoPET lesion) of a label-value tensor as boolean masks."""
-    return {name: torch.isin(label, torch.tensor(vals, device=label.device)) for name, vals in REGIONS[convention].items()}
+    return {
+        name: torch.isin(label, torch.tensor(vals, device=label.device))
+        for name, vals in REGIONS[convention].items()
+    }
 
 
 def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

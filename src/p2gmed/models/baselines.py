@@ -1,12 +1,13 @@
 """Stock MONAI baselines (SwinUNETR, UNETR) behind the same interface as P2GNet.
 
-The paper compares against SwinUNETR without pre-training, SwinUNETR with its own (Tang et al. 2022) pre-training and
-SwinUNETR initialised with our pre-trained encoder (Sec. 3.3, App. B.3.2, B.4); UNETR is a further baseline. A
-baseline reads all M modalities at once as input channels, with the missing ones set to zero (the usual
-missing-modality convention of mmFormer/RFNet-style baselines), and predicts `out_channels` maps.
+The paper compares against SwinUNETR without pre-training, SwinUNETR with its own (Tang et al. 2022)
+pre-training and SwinUNETR initialised with our pre-trained encoder (Sec. 3.3, App. B.3.2, B.4); UNETR is a
+further baseline. A baseline reads all M modalities at once as input channels, with the missing ones set to
+zero (the usual missing-modality convention of mmFormer/RFNet-style baselines), and predicts
+`out_channels` maps.
 
-The stock network sits under the attribute `backbone`, as in P2GNet, so the state-dict keys of a SwinUNETR baseline
-and of P2GNet's SwinUNETR coincide (`backbone.swinViT.*`, `backbone.encoder1.*`, ...) and export is
+The stock network sits under the attribute `backbone`, as in P2GNet, so the state-dict keys of a SwinUNETR
+baseline and of P2GNet's SwinUNETR coincide (`backbone.swinViT.*`, `backbone.encoder1.*`, ...) and export is
 `model.backbone.state_dict()` for both.
 """
 
@@ -28,8 +29,8 @@ UNETR_DEFAULTS = {"feature_size": 16, "hidden_size": 768, "mlp_dim": 3072, "num_
 def swinunetr_kwargs(cfg: Config, out_channels: int) -> dict[str, Any]:
     """Constructor arguments of `monai.networks.nets.SwinUNETR` for this configuration.
 
-    The same arguments build P2GNet's backbone, the SwinUNETR baseline and the exported model, so the weights of
-    any of them load with `strict=True` into the others (up to the `out` layer when `out_channels` differ).
+    The same arguments build P2GNet's backbone, the SwinUNETR baseline and the exported model, so the weights
+    of any of them load with `strict=True` into the others (up to the `out` layer when `out_channels` differ).
     """
     return {
         "in_channels": len(cfg.data.modalities),
@@ -84,7 +85,8 @@ class MonaiBaseline(nn.Module):
 
 
 def mask_missing(image: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-    """Zero the channels of missing modalities: image (B, M, D, H, W), available (M,) or (B, M) bool -> same shape."""
+    """Zero the channels of missing modalities: image (B, M, D, H, W), available (M,) or (B, M) bool -> same
+    shape."""
     mask = available.to(device=image.device, dtype=image.dtype)
     if mask.ndim == 1:
         mask = mask.unsqueeze(0)

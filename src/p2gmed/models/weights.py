@@ -1,19 +1,19 @@
 """Weight hand-off that never fails silently: initialisation for tuning, Tang et al. weights, export to MONAI.
 
-Every load compares the source tensors with the target model and reports, key by key, what `matched`, what the
-model expects but the source lacks (`missing`), what the source has that the model does not (`unexpected`) and what
-has another shape (`shape_mismatch`). Any of the last three refuses the load with an `InputError` listing the keys,
-unless the user opts in (`allow_mismatch`, CLI `--allow-mismatch`). The one expected mismatch is the output layer
-(`backbone.out.*`) when the number of output channels changes (pre-training M modalities -> K classes): it keeps its
-fresh initialisation and the report says so.
+Every load compares the source tensors with the target model and reports, key by key, what `matched`, what
+the model expects but the source lacks (`missing`), what the source has that the model does not (`unexpected`)
+and what has another shape (`shape_mismatch`). Any of the last three refuses the load with an `InputError`
+listing the keys, unless the user opts in (`allow_mismatch`, CLI `--allow-mismatch`). The one expected
+mismatch is the output layer (`backbone.out.*`) when the number of output channels changes (pre-training M
+modalities -> K classes): it keeps its fresh initialisation and the report says so.
 
 Initialisations (cfg.tune.init):
 * ``full``: every weight of a p2gmed checkpoint (P2GNet: encoder, prior O, fusion, heads, decoder).
 * ``encoder``: only the encoder (``ENCODER_PARTS`` of SwinUNETR) -- into stock SwinUNETR or P2GNet.
 * ``swinvit``: the Swin encoder of Tang et al. 2022 (`model_swinvit.pt`, keys ``module.*`` or ``swin_vit.*``).
-  Its patch embedding reads 1 channel; for M input channels it is summed over its channels, repeated M times and
-  divided by M, so that one modality repeated over all M channels (how P2GNet reads a modality) gives exactly the
-  original embedding.
+  Its patch embedding reads 1 channel; for M input channels it is summed over its channels, repeated M times
+  and divided by M, so that one modality repeated over all M channels (how P2GNet reads a modality) gives
+  exactly the original embedding.
 * ``scratch``: nothing loaded.
 """
 
@@ -33,8 +33,9 @@ from p2gmed.errors import InputError
 
 log = logging.getLogger(__name__)
 
-#: submodules of MONAI SwinUNETR that form the encoder E: the Swin transformer, exactly what `P2GNet.encode` runs
-#: and what Tang et al. 2022 release (SwinUNETR's conv blocks `encoder1..4/10` belong to the decoder D here)
+#: submodules of MONAI SwinUNETR that form the encoder E: the Swin transformer, exactly what `P2GNet.encode`
+#: runs and what Tang et al. 2022 release (SwinUNETR's conv blocks `encoder1..4/10` belong to the decoder D
+#: here)
 ENCODER_PARTS = ("swinViT.",)
 #: the output layer, re-initialised when the number of output channels changes
 OUT_LAYER = "backbone.out."
@@ -71,7 +72,8 @@ class LoadReport:
         return (
             f"weights from {self.source}: {len(self.matched)} matched, {len(self.missing)} missing, "
             f"{len(self.unexpected)} unexpected, {len(self.shape_mismatch)} with another shape, "
-            f"{len(self.reinitialised)} re-initialised, {len(self.adapted)} adapted, {len(self.ignored)} ignored"
+            f"{len(self.reinitialised)} re-initialised, {len(self.adapted)} adapted, "
+            f"{len(self.ignored)} ignored"
         )
 
     def format(self) -> str:
@@ -90,9 +92,15 @@ class LoadReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (stored in the run folder)."""
         return {
-            "source": self.source, "matched": self.matched, "missing": self.missing, "unexpected": self.unexpected,
+            "source": self.source,
+            "matched": self.matched,
+            "missing": self.missing,
+            "unexpected": self.unexpected,
             "shape_mismatch": [[k, list(a), list(b)] for k, a, b in self.shape_mismatch],
-            "reinitialised": self.reinitialised, "adapted": self.adapted, "ignored": self.ignored, "notes": self.notes,
+            "reinitialised": self.reinitialised,
+            "adapted": self.adapted,
+            "ignored": self.ignored,
+            "notes": self.notes,
         }
 
 
@@ -143,13 +151,15 @@ def load_weights(
         else:
             usable[key] = value
             report.matched.append(key)
-    report.missing += [k for k in wanted if k not in source]
-    if report.reinitialised:
-        report.notes.append("the output layer has another number of channels: it keeps its fresh initialisation")
+    report.missing += [k for k in wanted if k not in source and k not in report.reinitialised]
+    if any(k in source for k in report.reinitialised):
+        report.notes.append(
+            "the output layer has another number of channels: it keeps its fresh initialisation"
+        )
     if not report.clean and not allow_mismatch:
         raise InputError(
-            f"the weights in {source_name} do not match the model (use --allow-mismatch to load what matches):\n"
-            + report.format()
+            f"the weights in {source_name} do not match the model "
+            "(use --allow-mismatch to load what matches):\n" + report.format()
         )
     with torch.no_grad():
         for key, value in usable.items():
@@ -168,6 +178,7 @@ def init_from_checkpoint(
     *,
     encoder_only: bool = False,
     modalities: tuple[str, ...] | None = None,
+    task: str | None = None,
     allow_mismatch: bool = False,
 ) -> LoadReport:
     """Initialise `model` from a p2gmed checkpoint: all its weights, or the encoder only.
@@ -178,6 +189,9 @@ def init_from_checkpoint(
         encoder_only: load only `backbone.<ENCODER_PARTS>` (option (b) of the paper: stock SwinUNETR with our
             pre-trained encoder); otherwise every key must match (option (a)).
         modalities: the model's modality order; the checkpoint must have the same (channels are positional).
+        task: the task being tuned; when the checkpoint's outputs mean something else (images from a
+            pre-training or synthesis vs. class logits), the output layer is re-initialised even if its shape
+            fits (e.g. 4 BraTS modalities -> 4 classes).
         allow_mismatch: load what matches anyway.
 
     Raises:
@@ -195,14 +209,27 @@ def init_from_checkpoint(
             raise InputError(msg + " (use --allow-mismatch to load it anyway)")
         report.notes.append(msg)
     state = ckpt["model"]
+    if task is not None and (task == "segmentation") != (ckpt["task"] == "segmentation"):
+        fresh = [k for k in state if k.startswith(OUT_LAYER)]
+        state = {k: v for k, v in state.items() if k not in fresh}
+        report.reinitialised += fresh
+        report.notes.append(
+            f"the output layer of a {ckpt['task']} model does not serve {task}: re-initialised"
+        )
     if encoder_only:
         targets = tuple(f"backbone.{p}" for p in ENCODER_PARTS)
         source = {k: v for k, v in state.items() if k.startswith(targets)}
         report.ignored = [k for k in state if not k.startswith(targets)]
         if not source:
             raise InputError(f"{path} holds no SwinUNETR encoder weights (no keys under backbone.swinViT.)")
-        return load_weights(model, source, source_name=str(path), targets=targets,
-                            allow_mismatch=allow_mismatch, report=report)
+        return load_weights(
+            model,
+            source,
+            source_name=str(path),
+            targets=targets,
+            allow_mismatch=allow_mismatch,
+            report=report,
+        )
     return load_weights(model, state, source_name=str(path), allow_mismatch=allow_mismatch, report=report)
 
 
@@ -219,10 +246,10 @@ def swinvit_state(raw: Mapping[str, Any], in_channels: int, report: LoadReport) 
         raise InputError(f"{report.source} does not hold a state dict of tensors")
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        name = key[len("module."):] if key.startswith("module.") else key
+        name = key[len("module.") :] if key.startswith("module.") else key
         for prefix in ("swin_vit.", "swinViT."):
             if name.startswith(prefix):
-                name = name[len(prefix):]
+                name = name[len(prefix) :]
                 break
         else:
             if name.startswith(SWINVIT_HEADS):
@@ -232,8 +259,12 @@ def swinvit_state(raw: Mapping[str, Any], in_channels: int, report: LoadReport) 
     embed = "backbone.swinViT.patch_embed.proj.weight"
     if embed in out and out[embed].shape[1] != in_channels:
         weight = out[embed]
-        out[embed] = weight.sum(1, keepdim=True).repeat(1, in_channels, *([1] * (weight.ndim - 2))) / in_channels
-        report.adapted.append(f"{embed} ({weight.shape[1]} -> {in_channels} channels: summed, repeated, / {in_channels})")
+        out[embed] = (
+            weight.sum(1, keepdim=True).repeat(1, in_channels, *([1] * (weight.ndim - 2))) / in_channels
+        )
+        report.adapted.append(
+            f"{embed} ({weight.shape[1]} -> {in_channels} channels: summed, repeated, / {in_channels})"
+        )
     return out
 
 
@@ -258,11 +289,18 @@ def init_from_swinvit(model: nn.Module, path: str | Path, *, allow_mismatch: boo
     report = LoadReport(str(path))
     source = swinvit_state(raw, in_channels, report)
     report.notes.append(
-        "Tang et al. weights were trained with MONAI < 1.5, whose PatchMerging differs: the encoder computes other "
+        "Tang et al. weights were trained with MONAI < 1.5, whose PatchMerging differs: the encoder computes "
+        "other "
         "features than at pre-training until fine-tuning adapts it"
     )
-    return load_weights(model, source, source_name=str(path), targets=("backbone.swinViT.",),
-                        allow_mismatch=allow_mismatch, report=report)
+    return load_weights(
+        model,
+        source,
+        source_name=str(path),
+        targets=("backbone.swinViT.",),
+        allow_mismatch=allow_mismatch,
+        report=report,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -287,7 +325,9 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
     check_monai_version(ckpt, path=path)
     architecture = ckpt.get("architecture", "p2g")
     if architecture not in ARCHITECTURES:
-        raise InputError(f"{path} holds an unknown architecture '{architecture}'; known: {', '.join(ARCHITECTURES)}")
+        raise InputError(
+            f"{path} holds an unknown architecture '{architecture}'; known: {', '.join(ARCHITECTURES)}"
+        )
     cfg = config_from_dict(ckpt["config"])
     out_channels = ckpt.get("out_channels") or len(cfg.data.modalities)
     model = build_architecture(cfg, architecture, int(out_channels))
@@ -303,15 +343,16 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
 def export_monai_swinunetr(model_path: str | Path, out_path: str | Path) -> dict[str, Any]:
     """Write the SwinUNETR weights of a p2gmed checkpoint for stock `monai.networks.nets.SwinUNETR`.
 
-    The file holds ``{"state_dict": ..., "monai_kwargs": ..., "p2gmed": {...}}``; a sidecar ``<out>.json`` repeats
-    the constructor arguments. Load it with::
+    The file holds ``{"state_dict": ..., "monai_kwargs": ..., "p2gmed": {...}}``; a sidecar ``<out>.json``
+    repeats the constructor arguments. Load it with::
 
         blob = torch.load(path, weights_only=True)
         net = monai.networks.nets.SwinUNETR(**blob["monai_kwargs"])
         net.load_state_dict(blob["state_dict"], strict=True)
 
     For a P2GNet checkpoint the encoder computes exactly the features it computed inside P2GNet; the stock
-    SwinUNETR forward has no prior O, so its decoder output differs from P2GNet's: use it as an initialisation.
+    SwinUNETR forward has no prior O, so its decoder output differs from P2GNet's: use it as an
+    initialisation.
 
     Returns:
         the `monai_kwargs`.
@@ -326,17 +367,25 @@ def export_monai_swinunetr(model_path: str | Path, out_path: str | Path) -> dict
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, SwinUNETR):
         raise InputError(
-            f"{model_path} holds a '{ckpt.get('architecture')}' model; --format monai-swinunetr needs p2g or swinunetr"
+            f"{model_path} holds a '{ckpt.get('architecture')}' model; --format monai-swinunetr needs p2g or "
+            "swinunetr"
         )
     cfg = config_from_dict(ckpt["config"])
     kwargs = swinunetr_kwargs(cfg, backbone.out.conv.conv.out_channels)
     state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
-    SwinUNETR(**kwargs).load_state_dict(state, strict=True)  # the promise of this file, checked before writing
+    SwinUNETR(**kwargs).load_state_dict(
+        state, strict=True
+    )  # the promise of this file, checked before writing
     meta = {
-        "source": str(model_path), "task": ckpt.get("task"), "architecture": ckpt.get("architecture"),
-        "modalities": list(ckpt.get("modalities") or cfg.data.modalities), "labels": ckpt.get("labels"),
+        "source": str(model_path),
+        "task": ckpt.get("task"),
+        "architecture": ckpt.get("architecture"),
+        "modalities": list(ckpt.get("modalities") or cfg.data.modalities),
+        "labels": ckpt.get("labels"),
         "versions": ckpt.get("versions"),
     }
     save_torch({"state_dict": state, "monai_kwargs": kwargs, "p2gmed": meta}, out_path)
-    write_text(Path(str(out_path) + ".json"), json.dumps({"monai_kwargs": kwargs, "p2gmed": meta}, indent=2) + "\n")
+    write_text(
+        Path(str(out_path) + ".json"), json.dumps({"monai_kwargs": kwargs, "p2gmed": meta}, indent=2) + "\n"
+    )
     return kwargs

@@ -1,0 +1,311 @@
+"""Downstream tuning (Algorithm 2): subset sampling, task steps, any-subset inference, validation, the run."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from p2gmed.cli import main
+from p2gmed.models.baselines import build_baseline
+from p2gmed.models.network import build_model
+from p2gmed.train.finetune import (
+    MaskedRegressionLoss,
+    SegmentationTask,
+    SynthesisTask,
+    draw_subsets,
+    segmentation_validation,
+    synthesis_validation,
+)
+
+SHAPE = (32, 32, 64)
+
+
+def _batch(n=2, labels=True, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    batch = {
+        "image": torch.randn(n, 4, *SHAPE, generator=gen),
+        "available": torch.ones(n, 4, dtype=torch.bool),
+        "foreground": torch.ones(n, 1, *SHAPE, dtype=torch.bool),
+        "subject": [f"s{i}" for i in range(n)],
+    }
+    if labels:
+        batch["label"] = torch.randint(0, 4, (n, 1, *SHAPE), generator=gen)
+    return batch
+
+
+def test_draw_subsets_properties_and_uniformity():
+    available = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    subjects = ["a", "a", "b", "c"]
+    gen = torch.Generator().manual_seed(0)
+    counts: dict[tuple, int] = {}
+    for _ in range(1500):
+        subset = draw_subsets(available, subjects, gen)
+        assert torch.equal(subset[0], subset[1])  # crops of one subject share the subset
+        assert not (subset & ~available).any() and subset[:3].any(1).all() and not subset[3].any()
+        key = tuple(subset[0].tolist())
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 15  # every non-empty subset of 4 modalities is drawn ...
+    assert min(counts.values()) > 1500 / 15 * 0.6  # ... about equally often
+
+
+def test_masked_regression_hand_worked():
+    pred = torch.zeros(1, 2, 1, 1, 2)
+    target = torch.tensor([[1.0, 3.0], [100.0, 100.0]]).reshape(1, 2, 1, 1, 2)
+    available = torch.tensor([[True, False]])  # channel 1 is missing: ignored whatever it holds
+    foreground = torch.tensor([True, True]).reshape(1, 1, 1, 1, 2)
+    assert MaskedRegressionLoss("mse")(pred, target, available, foreground).item() == pytest.approx(5.0)
+    assert MaskedRegressionLoss("l1")(pred, target, available, foreground).item() == pytest.approx(2.0)
+    foreground[..., 1] = False
+    assert MaskedRegressionLoss("mse")(pred, target, available, foreground).item() == pytest.approx(1.0)
+
+
+class _Capture:
+    """Wraps a task's `task_inputs` to keep the predictions it is given."""
+
+    def __init__(self, task):
+        self.predictions = []
+        original = task.task_inputs
+
+        def capture(prediction, batch, rows):
+            self.predictions.append((prediction.detach().clone(), rows.clone()))
+            return original(prediction, batch, rows)
+
+        task.task_inputs = capture
+
+
+def test_segmentation_step_trains_what_forward_subset_predicts(tiny_cfg):
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg, 4)
+    task = SegmentationTask(model, tiny_cfg, "p2g", "brats2023")
+    captured = _Capture(task)
+    batch = _batch()
+    gen = torch.Generator().manual_seed(3)
+    subset = draw_subsets(batch["available"], batch["subject"], torch.Generator().manual_seed(3))
+    terms = task.run_step(batch, 0, gen)
+    assert set(terms) == {"dice", "ce", "invariance", "loss"} and all(
+        torch.isfinite(torch.tensor(list(terms.values())))
+    )
+    assert model.backbone.swinViT.patch_embed.proj.weight.grad is not None
+    assert model.backbone.out.conv.conv.weight.grad is not None
+    ((prediction, rows),) = captured.predictions
+    with torch.no_grad():
+        for i, row in enumerate(rows.tolist()):
+            expected = model.forward_subset(batch["image"][row : row + 1], subset[row])
+            torch.testing.assert_close(prediction[i : i + 1], expected, rtol=1e-4, atol=1e-4)
+    if subset[0].sum() > 1:
+        assert terms["invariance"] > 0
+
+
+def test_per_modality_decoding_calls_after_modality_per_source(tiny_cfg):
+    tiny_cfg.tune.train_decode = "per_modality"
+    model = build_model(tiny_cfg, 4)
+    task = SynthesisTask(model, tiny_cfg, "p2g")
+    batch = _batch(n=1, labels=False)
+    batch["available"][0, 1:] = False  # one modality: the subset is {t1n}
+    calls = []
+    terms = task.run_step(batch, 0, torch.Generator().manual_seed(0), after_modality=lambda: calls.append(1))
+    assert len(calls) == 1 and terms["invariance"] == 0.0 and terms["mse"] > 0
+
+
+def test_baseline_step_zeroes_the_modalities_outside_the_subset(tiny_cfg):
+    model = build_baseline(tiny_cfg, "swinunetr", 4)
+    seen = []
+    model.backbone.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    task = SegmentationTask(model, tiny_cfg, "swinunetr", "brats2023")
+    batch = _batch(n=1)
+    gen_copy = torch.Generator().manual_seed(5)
+    subset = draw_subsets(batch["available"], batch["subject"], gen_copy)[0]
+    terms = task.run_step(batch, 0, torch.Generator().manual_seed(5))
+    assert "invariance" not in terms  # no per-modality X' in a stacked baseline
+    (x,) = seen
+    assert torch.equal(x[0, ~subset], torch.zeros_like(x[0, ~subset]))
+    assert torch.equal(x[0, subset], batch["image"][0, subset])
+
+
+@pytest.mark.parametrize("architecture", ["p2g", "swinunetr"])
+def test_every_one_of_the_15_subsets_segments(tiny_cfg, architecture):
+    torch.manual_seed(0)
+    model = (
+        build_model(tiny_cfg, 4) if architecture == "p2g" else build_baseline(tiny_cfg, architecture, 4)
+    ).eval()
+    image = torch.randn(1, 4, *SHAPE)
+    outputs = {}
+    with torch.no_grad():
+        for size in range(1, 5):
+            for members in itertools.combinations(range(4), size):
+                available = torch.zeros(4, dtype=torch.bool)
+                available[list(members)] = True
+                logits = model.forward_subset(image, available)
+                assert logits.shape == (1, 4, *SHAPE) and torch.isfinite(logits).all()
+                outputs[members] = logits
+    assert len(outputs) == 15
+    # what is not in the subset must not matter: change an absent channel, get the same prediction
+    changed = image.clone()
+    changed[:, 3] = 5.0
+    with torch.no_grad():
+        again = model.forward_subset(changed, torch.tensor([True, False, True, False]))
+    torch.testing.assert_close(again, outputs[(0, 2)])
+
+
+def _item(image, label=None):
+    return SimpleNamespace(
+        image=image,
+        available=torch.ones(image.shape[0], dtype=torch.bool),
+        foreground=torch.ones(1, *image.shape[1:], dtype=torch.bool),
+        label=label,
+    )
+
+
+class _Stub(torch.nn.Module):
+    """A model whose prediction is a function of the window: validation checked against known answers."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.fn = fn
+
+    def forward_subset(self, x, available):
+        return self.fn(x, available)
+
+
+def test_segmentation_validation_scores_perfect_and_empty_predictions(tiny_cfg):
+    label = torch.zeros(1, 40, 36, 70, dtype=torch.int64)  # larger than the ROI: several windows
+    label[0, 5:20, 5:20, 10:40] = 2
+    label[0, 8:12, 8:12, 15:25] = 3
+    label[0, 25:30, 20:30, 50:60] = 1
+    image = label.float().repeat(4, 1, 1, 1)  # every channel carries the label: the stub can read it
+    perfect = _Stub(
+        lambda x, a: torch.nn.functional.one_hot(x[:, 0].round().long(), 4).movedim(-1, 1).float() * 10
+    )
+    background = _Stub(
+        lambda x, a: torch.nn.functional.one_hot(torch.zeros_like(x[:, 0]).long(), 4).movedim(-1, 1).float()
+    )
+    validate = segmentation_validation([_item(image, label)], tiny_cfg, "brats2023")
+    assert validate(perfect) == pytest.approx({"dice_wt": 1.0, "dice_tc": 1.0, "dice_et": 1.0, "dice": 1.0})
+    assert validate(background)["dice"] == 0.0
+
+
+def test_synthesis_validation_psnr_orders_good_and_bad(tiny_cfg):
+    volume = torch.rand(1, 40, 36, 70)
+    image = volume.repeat(4, 1, 1, 1)  # identical modalities: copying the source is a perfect synthesis
+    copy = _Stub(lambda x, a: x[:, a.nonzero().flatten()[:1]].repeat(1, 4, 1, 1, 1))
+    noise = _Stub(lambda x, a: torch.rand_like(x))
+    validate = synthesis_validation([_item(image)], tiny_cfg)
+    assert validate(copy)["psnr"] == pytest.approx(100.0)  # identical volumes: inf, capped
+    assert validate(noise)["psnr"] < 20.0
+
+
+def test_cli_refuses_bad_initialisation(tiny_cfg, demo_brain, tmp_path, capsys):
+    args = [
+        "finetune",
+        "--task",
+        "segmentation",
+        "--data",
+        str(demo_brain),
+        "--config",
+        "configs/tiny-cpu.yaml",
+    ]
+    assert main([*args, "--out", str(tmp_path / "a"), "--encoder-only"]) == 2
+    assert "--encoder-only needs --init" in capsys.readouterr().err
+    torch.save(
+        {"state_dict": {"module.layers1.0.blocks.0.norm1.weight": torch.zeros(7)}}, tmp_path / "bad.pt"
+    )
+    assert (
+        main(
+            [
+                *args,
+                "--out",
+                str(tmp_path / "b"),
+                "--init-swinvit",
+                str(tmp_path / "bad.pt"),
+                "--max-steps",
+                "1",
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "layers1.0.blocks.0.norm1.weight" in err and "--allow-mismatch" in err
+    assert not (tmp_path / "b" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_finetune_runs_from_a_pretrained_checkpoint_and_exports(tiny_cfg, demo_brain, tmp_path):
+    from p2gmed.config import config_to_dict
+    from p2gmed.train.checkpoint import load_checkpoint, save_checkpoint
+
+    pre = build_model(tiny_cfg, 4)
+    save_checkpoint(
+        tmp_path / "pre.pt",
+        model=pre,
+        step=1,
+        config=config_to_dict(tiny_cfg),
+        task="pretrain",
+        architecture="p2g",
+        out_channels=4,
+        modalities=list(tiny_cfg.data.modalities),
+    )
+    run = tmp_path / "seg"
+    common = [
+        "--data",
+        str(demo_brain),
+        "--config",
+        "configs/tiny-cpu.yaml",
+        "--set",
+        "train.val_every=1",
+        "--set",
+        "train.val_subjects=1",
+    ]
+    assert (
+        main(
+            [
+                "finetune",
+                "--task",
+                "segmentation",
+                "--out",
+                str(run),
+                "--init",
+                str(tmp_path / "pre.pt"),
+                "--max-steps",
+                "1",
+                *common,
+            ]
+        )
+        == 0
+    )
+    ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert (ckpt["task"], ckpt["architecture"], ckpt["out_channels"], ckpt["labels"]) == (
+        "segmentation",
+        "p2g",
+        4,
+        "brats2023",
+    )
+    report = json.loads((run / "init_report.json").read_text())
+    assert report["init"] == "full" and not report["missing"] and not report["unexpected"]
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"dice", "ce", "loss", "val_dice"} <= set(record)
+    assert (
+        main(
+            [
+                "export",
+                "--model",
+                str(run / "checkpoints" / "last.pt"),
+                "--format",
+                "monai-swinunetr",
+                "--out",
+                str(tmp_path / "swin.pt"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            ["finetune", "--task", "segmentation", "--out", str(run), "--resume", "--max-steps", "2", *common]
+        )
+        == 0
+    )
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
