@@ -17,9 +17,8 @@ from p2gmed.train.finetune import (
     SegmentationTask,
     SynthesisTask,
     draw_subsets,
-    segmentation_validation,
-    synthesis_validation,
 )
+from p2gmed.train.validation import segmentation_validation, synthesis_validation
 
 SHAPE = (32, 32, 64)
 

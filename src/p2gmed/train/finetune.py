@@ -21,6 +21,7 @@ weighted cross-entropy (mmFormer, losses/segmentation.py).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -33,6 +34,7 @@ from p2gmed.losses.invariance import InvarianceLoss, RunningAnchor
 from p2gmed.losses.objective import WeightedSum
 from p2gmed.losses.segmentation import DiceWeightedCELoss, labels_to_classes, weighted_cross_entropy
 from p2gmed.models.baselines import mask_missing
+from p2gmed.train.validation import segmentation_validation, synthesis_validation
 
 
 class MaskedRegressionLoss(nn.Module):
@@ -101,7 +103,7 @@ def draw_subsets(available: Tensor, subjects: list[str], generator: torch.Genera
     return chosen
 
 
-class FinetuneTask:
+class FinetuneTask(abc.ABC):
     """Algorithm 2 for any model p2gmed builds; subclasses define the task loss.
 
     Args:
@@ -115,12 +117,13 @@ class FinetuneTask:
         invariance = cfg.loss.invariance if architecture == "p2g" else 0.0
         self.objective = WeightedSum({**self.task_losses(cfg), "invariance": (invariance, InvarianceLoss())})
 
+    @abc.abstractmethod
     def task_losses(self, cfg: Config) -> dict[str, tuple[float, nn.Module]]:
-        raise NotImplementedError
+        """Task-loss name -> (weight, module): L_ori of Eq. 8."""
 
+    @abc.abstractmethod
     def task_inputs(self, prediction: Tensor, batch: Mapping[str, Any], rows: Tensor) -> dict[str, Callable]:
         """Loss-term name -> call on its module, for the prediction (R, out, D, H, W) of the crops `rows`."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------------------
     def run_step(
@@ -268,99 +271,6 @@ class SegmentationTask(FinetuneTask):
             prediction.device
         )
         return {"dice": lambda loss: loss(prediction, target), "ce": lambda loss: loss(prediction, target)}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# validation on held-out subjects (whole volumes, sliding window)
-
-
-def _validation_subsets(available: Tensor) -> list[Tensor]:
-    """The subsets a held-out subject is validated from: all its modalities, then each one alone."""
-    present = available.nonzero().flatten().tolist()
-    singles = [torch.nn.functional.one_hot(torch.tensor(i), available.numel()).bool() for i in present]
-    return ([available.clone()] if len(present) > 1 else []) + singles
-
-
-def _predictor(model: nn.Module, subset: Tensor) -> Callable[[Tensor], Tensor]:
-    return lambda x: model.forward_subset(x, subset.to(x.device))
-
-
-def _slide(model: nn.Module, image: Tensor, subset: Tensor, cfg: Config) -> Tensor:
-    """Whole-volume prediction from `subset`: image (1, M, D, H, W) -> (1, out, D, H, W) on the CPU."""
-    from p2gmed.inference.sliding import sliding_predict
-
-    inf = cfg.inference
-    return sliding_predict(
-        _predictor(model, subset),
-        image,
-        cfg.data.roi_size,
-        overlap=inf.overlap,
-        sw_batch_size=inf.sw_batch_size,
-        mode=inf.mode,
-        device=next(model.parameters()).device,
-        stitch="cpu",
-    )
-
-
-def synthesis_validation(val_loaded: Any, cfg: Config) -> Callable[[nn.Module], dict[str, float]]:
-    """model -> {"psnr": mean PSNR (dB, unit convention) over (single source, other available target) pairs}.
-
-    Both volumes are compared inside the subject's foreground (outside set to 0), in normalised intensities,
-    after the unit convention's percentile scaling (evaluation/synthesis.py).
-    """
-    from p2gmed.evaluation.synthesis import psnr, unit_prepare
-
-    def validate(model: nn.Module) -> dict[str, float]:
-        values = []
-        for index in range(len(val_loaded)):
-            item = val_loaded[index]
-            image, fg = item.image[None].float(), item.foreground[0].numpy()
-            present = item.available.nonzero().flatten().tolist()
-            for source in present if len(present) > 1 else []:
-                subset = torch.zeros_like(item.available, dtype=torch.bool)
-                subset[source] = True
-                prediction = _slide(model, image, subset, cfg)[0].float().numpy()
-                for target in present:
-                    if target != source:
-                        pred, ref = unit_prepare(prediction[target] * fg, image[0, target].numpy() * fg)
-                        values.append(min(psnr(pred, ref, 1.0), 100.0))  # identical volumes give inf
-        return {"psnr": sum(values) / len(values) if values else float("nan")}
-
-    return validate
-
-
-def dice_score(pred: Tensor, ref: Tensor) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty (BraTS convention)."""
-    total = int(pred.sum()) + int(ref.sum())
-    return 1.0 if total == 0 else 2.0 * int((pred & ref).sum()) / total
-
-
-def segmentation_validation(
-    val_loaded: Any, cfg: Config, labels: str
-) -> Callable[[nn.Module], dict[str, float]]:
-    """model -> {"dice": mean over regions (BraTS WT/TC/ET, AutoPET lesion) and subsets, "dice_<region>"}.
-
-    Each held-out subject is segmented from all its modalities and from each one alone.
-    """
-    from p2gmed.losses.segmentation import classes_to_labels, region_masks
-
-    def validate(model: nn.Module) -> dict[str, float]:
-        scores: dict[str, list[float]] = {}
-        for index in range(len(val_loaded)):
-            item = val_loaded[index]
-            if item.label is None:
-                continue
-            reference = region_masks(item.label[0], labels)
-            for subset in _validation_subsets(item.available):
-                logits = _slide(model, item.image[None].float(), subset, cfg)
-                predicted = region_masks(classes_to_labels(logits[0].argmax(0), labels), labels)
-                for name, mask in predicted.items():
-                    scores.setdefault(name, []).append(dice_score(mask, reference[name]))
-        out = {f"dice_{name}": sum(v) / len(v) for name, v in scores.items()}
-        out["dice"] = sum(out.values()) / len(out) if out else float("nan")
-        return out
-
-    return validate
 
 
 # ----------------------------------------------------------------------------------------------------------
