@@ -1,0 +1,178 @@
+"""`p2g demo`: its plan, the report writer on stubbed stage results, and the Markdown -> HTML converter."""
+
+from __future__ import annotations
+
+import html.parser
+from pathlib import Path
+
+import pytest
+
+from p2gmed.report import demo
+from p2gmed.report.html import html_document, inline, markdown_to_html
+from p2gmed.report.reproduce import MRI_SUBSETS, StepResult, execute
+
+
+class _Tags(html.parser.HTMLParser):
+    """Collects tags and checks that every opened tag is closed in order (valid nesting)."""
+
+    VOID = {"img", "br", "hr", "meta"}
+
+    def __init__(self):
+        super().__init__()
+        self.stack, self.seen, self.attrs = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.seen.append(tag)
+        self.attrs.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes {self.stack[-1:]}"
+        self.stack.pop()
+
+
+def _parse(text: str) -> _Tags:
+    parser = _Tags()
+    parser.feed(text)
+    assert parser.stack == []
+    return parser
+
+
+def test_html_table_with_alignment_and_inline_markup():
+    md = "| a | b |\n|:--|--:|\n| `x\\|y` | **bold** |\n| 1 |\n"
+    out = markdown_to_html(md)
+    tags = _parse(out)
+    assert tags.seen.count("tr") == 3 and tags.seen.count("th") == 2 and tags.seen.count("td") == 4
+    assert '<th style="text-align:left">a</th>' in out and 'style="text-align:right"' in out
+    assert "<strong>bold</strong>" in out and "<code>x|y</code>" in out
+    assert '<td style="text-align:right"></td>' in out  # a short row is padded to the header's width
+
+
+def test_html_images_links_code_lists_quotes_and_escaping():
+    md = ("# Title *x*\n\nSome <script>alert(1)</script> & text with ![fig](figures/a.png) and "
+          "[link](https://e.org).\n\n- one\n- `two <b>`\n\n1. first\n2. second\n\n> **warn** here\n\n"
+          "```\nif a < b:\n    **not bold**\n```\n\n---\n")
+    out = markdown_to_html(md)
+    tags = _parse(out)
+    assert "<script>" not in out and "&lt;script&gt;" in out and "&amp; text" in out
+    assert ("img", {"src": "figures/a.png", "alt": "fig"}) in tags.attrs
+    assert ("a", {"href": "https://e.org"}) in tags.attrs
+    assert tags.seen.count("li") == 4 and "ul" in tags.seen and "ol" in tags.seen
+    assert "<code>two &lt;b&gt;</code>" in out
+    assert "<blockquote><p><strong>warn</strong> here</p></blockquote>" in out
+    assert "if a &lt; b:\n    **not bold**" in out  # code blocks are verbatim
+    assert "<h1>Title <em>x</em></h1>" in out and "<hr>" in out
+
+
+def test_inline_code_is_not_formatted():
+    assert inline("`a*b*c` *d*") == "<code>a*b*c</code> <em>d</em>"
+
+
+def test_html_document_is_self_contained():
+    page = html_document("# r\n\ntext", "t<1>")
+    assert page.startswith("<!DOCTYPE html>") and "<title>t&lt;1&gt;</title>" in page and "http" not in page
+    _parse(page)
+
+
+def test_quick_and_full_demo_plans(tmp_path):
+    quick, full = demo.demo_settings(True), demo.demo_settings(False)
+    assert quick.pretrain_steps < full.pretrain_steps and quick.train_subjects < full.train_subjects
+    q = demo.demo_steps(tmp_path, quick)
+    f = demo.demo_steps(tmp_path, full)
+    assert [s.name for s in q] == ["data", "pretrain", "synthesis", "segmentation", "predict-p2g", "evaluate"]
+    assert "baseline-swinunetr" in [s.name for s in f] and "predict-swinunetr" in [s.name for s in f]
+    data = q[0].commands
+    assert data[0][data[0].index("--subjects") + 1] == str(quick.train_subjects)
+    assert data[0][data[0].index("--out") + 1] != data[1][data[1].index("--out") + 1]  # test set kept apart
+    tune = next(s for s in q if s.name == "synthesis").commands[0]
+    assert tune[tune.index("--init") + 1] == str(tmp_path / "runs" / "pretrain" / "checkpoints" / "last.pt")
+    evaluate = next(s for s in f if s.name == "evaluate").commands
+    assert [c[1] for c in evaluate] == ["synthesis", "brats", "brats"]
+    assert evaluate[0][evaluate[0].index("--convention") + 1] == "unit"
+
+
+def test_demo_configs_load_and_extend_tiny_cpu(tmp_path):
+    from p2gmed.config import load_config
+    from p2gmed.report.reproduce import write_configs
+
+    for step in demo.demo_steps(tmp_path, demo.demo_settings(False)):
+        write_configs(step)
+        for path in step.configs:
+            cfg = load_config(path)
+            assert cfg.model.feature_size == 12
+            if step.name == "baseline-swinunetr":
+                assert (cfg.tune.architecture, cfg.tune.init) == ("swinunetr", "scratch")
+
+
+def test_demo_plan_runs_in_order_and_continues(tmp_path):
+    steps = demo.demo_steps(tmp_path, demo.demo_settings(True))
+    for step in steps:  # the predictions need the data; stub them
+        step.expand = None
+    calls = []
+    execute(steps, tmp_path / ".state", runner=calls.append, echo=lambda s: None)
+    assert [c[0] for c in calls][:3] == ["data", "data", "pretrain"]
+    n = len(calls)
+    again = execute(demo.demo_steps(tmp_path, demo.demo_settings(True)), tmp_path / ".state", runner=calls.append,
+                    echo=lambda s: None)
+    assert len(calls) == n and {r.status for r in again} == {"reused"}
+
+
+def _write_csvs(folder: Path) -> tuple[Path, dict[str, Path]]:
+    folder.mkdir(parents=True)
+    syn = folder / "synthesis.csv"
+    syn.write_text("case,source,modality,psnr,nmse,ssim\n"
+                   "c1,from-t1n,t2w,21.5,0.25,0.75\nc2,from-t1n,t2w,23.5,0.35,0.85\n"
+                   "c1,from-t1n,t1n,99,0,1\n")
+    seg = folder / "seg.csv"
+    lines = ["case,source,dice_wt,dice_tc,dice_et,dice_et_pp"]
+    for subset in MRI_SUBSETS:  # Dice grows with the number of modalities: 0.2 per modality
+        d = 0.2 * len(subset)
+        lines.append(f"c1,from-{'+'.join(subset)},{d},{d},{d},{d}")
+    seg.write_text("\n".join(lines) + "\n")
+    return syn, {"P2G": seg}
+
+
+def test_report_has_tables_warning_timings_and_html(tmp_path):
+    syn, seg = _write_csvs(tmp_path / "evaluation")
+    (tmp_path / "figures").mkdir()
+    fig = tmp_path / "figures" / "synthesis.png"
+    fig.write_bytes(b"\x89PNG")
+    results = [StepResult("data", "simulated data", "ran", 1.25, ["p2g data make-demo --out x"]),
+               StepResult("pretrain", "pre-training", "reused", 10.0, ["p2g pretrain --data x"])]
+    md_path = demo.write_report(tmp_path, demo.demo_settings(True), results, synthesis_csv=syn,
+                                segmentation_csvs=seg, figures=[fig], environment={"device": "cpu"})
+    md = md_path.read_text()
+    assert "Simulated data, tiny scale" in md and "GPU" in md and "BraTS" in md
+    assert "| data | simulated data | ran | 1.2 |" in md or "| data | simulated data | ran | 1.3 |" in md
+    assert "| total |  |  | 11.2 |" in md or "| total |  |  | 11.3 |" in md
+    # T1 -> T2 mean over the two cases; the given modality is marked, not scored
+    t1_row = next(line for line in md.splitlines() if line.startswith("| T1 |"))
+    assert "| given | given | given |" in t1_row and "| 22.500 | 0.300 | 0.800 |" in t1_row
+    # Table 3 layout: full set 80 %, 3 missing 20 %
+    tc = next(line for line in md.splitlines() if line.startswith("| TC | P2G |"))
+    assert tc.split("|")[5].strip() == "80.00" and tc.split("|")[8].strip() == "20.00"
+    assert "![synthesis](figures/synthesis.png)" in md and "p2g pretrain --data x" in md
+    page = (tmp_path / "report.html").read_text()
+    tags = _parse(page)
+    assert ("img", {"src": "figures/synthesis.png", "alt": "synthesis"}) in tags.attrs
+    assert tags.seen.count("table") >= 4 and "<blockquote>" in page
+
+
+def test_report_without_metrics_says_so(tmp_path):
+    md = demo.write_report(tmp_path, demo.demo_settings(False), [], synthesis_csv=None,
+                           segmentation_csvs={"P2G": tmp_path / "missing.csv"}, figures=[]).read_text()
+    assert "No synthesis metrics" in md and "No segmentation metrics" in md
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path):
+    from p2gmed.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "Simulated data" in md and "No synthesis metrics" not in md and "No segmentation metrics" not in md
+    assert (out / "report.html").is_file() and (out / "evaluation" / "synthesis.csv").is_file()
+    assert main(["demo", "--quick", "--out", str(out)]) == 0  # continues: every stage reused
+    assert md.count("| ran |") > 0 and (out / "report.md").read_text().count("| reused |") >= 6
