@@ -390,3 +390,34 @@ def test_sliding_window_rejects_bad_settings(kwargs):
 
     with pytest.raises(InputError):
         sliding_predict(lambda x: x, torch.zeros(1, 1, 8, 8, 8), (32, 32, 32), **kwargs)
+
+
+class EverywhereSegmenter(nn.Module):
+    """Class 2 (edema) in every voxel, inside the patient or not."""
+
+    def forward_subset(self, image: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+        b, _, *size = image.shape
+        logits = torch.zeros(b, 4, *size)
+        logits[:, 2] = 10.0
+        return logits
+
+
+def test_nothing_is_segmented_outside_the_patient(tmp_path):
+    inputs = brain_case(tmp_path)
+    seg_model = stand_in(EverywhereSegmenter(), "segmentation", labels="brats2023")
+    predict_case([seg_model], {"t1n": inputs["t1n"], "t2w": inputs["t2w"]}, tmp_path / "out", "s1")
+    seg = load(tmp_path / "out" / "s1_seg.nii.gz")[0]
+    brain = load(inputs["t1n"])[0] != 0
+    assert (seg[brain] == 2).all() and (seg[~brain] == 0).all() and (~brain).any()
+
+
+def test_ct_body_bounds_the_segmentation_and_keeps_the_lungs(tmp_path):
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij"))
+    body = (grid[:2] ** 2).sum(0) < 0.7
+    lung = ((grid[:2] - np.array([0.3, 0.0])[:, None, None, None]) ** 2).sum(0) < 0.05
+    ct = np.where(body, 40.0, -1000.0) + np.where(lung, -860.0, 0.0)  # lungs at -820 HU, inside the body
+    nib.save(nib.Nifti1Image(ct.astype(np.float32), LPS), str(tmp_path / "ct.nii.gz"))
+    seg_model = stand_in(EverywhereSegmenter(), "segmentation", modalities=("ct", "pet"), labels="brats2023")
+    predict_case([seg_model], {"ct": tmp_path / "ct.nii.gz"}, tmp_path / "out", "s1")
+    seg = load(tmp_path / "out" / "s1_seg.nii.gz")[0]
+    assert (seg[body] == 2).all() and (seg[~body] == 0).all()

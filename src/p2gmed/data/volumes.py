@@ -124,23 +124,39 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t.as_tensor() if hasattr(t, "as_tensor") else t
 
 
-def _foreground(raw: torch.Tensor, normalised: torch.Tensor, modality: str, data_cfg: Any, other: list[str]):
-    """(D, H, W) bool foreground of one modality per `data_cfg.foreground` (see config.DataConfig)."""
-    if data_cfg.foreground == "nonzero":
-        return raw != 0
-    if data_cfg.foreground == "threshold":
-        return normalised > data_cfg.foreground_threshold
-    kind = KIND[modality]
-    if kind == "mri":
-        return raw != 0
-    if kind == "ct":  # the body: soft tissue and bone, with the lungs and bowel gas it encloses
-        from scipy.ndimage import binary_fill_holes
+def _fill_slicewise(mask: np.ndarray) -> np.ndarray:
+    """Fill enclosed holes in every 2-D slice along each axis: lungs that touch the top or bottom of a cropped
+    field of view are not enclosed in 3-D, but they are in every axial slice (whichever axis is axial)."""
+    from scipy.ndimage import binary_fill_holes
 
-        return torch.from_numpy(binary_fill_holes((raw > data_cfg.body_hu).numpy()))
-    # PET has uptake noise everywhere; it defines the body only when nothing structural is there
-    if any(KIND[m] in ("mri", "ct") for m in other):
-        return torch.zeros_like(raw, dtype=torch.bool)
-    return raw > 0.05
+    filled = mask.copy()
+    for axis in range(3):
+        structure = np.zeros((3, 3, 3), dtype=bool)
+        index = [slice(None)] * 3
+        index[axis] = 1
+        structure[tuple(index)] = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
+        filled |= binary_fill_holes(mask, structure=structure)
+    return filled
+
+
+def subject_foreground(raw: dict[str, Any], body_hu: float = -500.0) -> np.ndarray:
+    """(D, H, W) bool: where a subject is (the `foreground: auto` rule), from its raw volumes by modality.
+
+    MRI: non-zero voxels (BraTS volumes are skull-stripped, background 0); CT: the body, HU > `body_hu` with the
+    enclosed air (lungs, bowel gas) filled; PET defines it only when no MRI or CT is given (SUV > 0.05), since
+    uptake noise covers the whole field of view.
+    """
+    volumes = {m: np.asarray(v) for m, v in raw.items()}
+    structural = [m for m in volumes if KIND[m] in ("mri", "ct")]
+    masks = []
+    for m in structural or list(volumes):
+        if KIND[m] == "mri":
+            masks.append(volumes[m] != 0)
+        elif KIND[m] == "ct":
+            masks.append(_fill_slicewise(volumes[m] > body_hu))
+        else:
+            masks.append(volumes[m] > 0.05)
+    return np.logical_or.reduce(masks)
 
 
 def load_subject(subject: Subject, data_cfg: Any, *, with_label: bool = True) -> LoadedSubject:
@@ -174,6 +190,7 @@ def load_subject(subject: Subject, data_cfg: Any, *, with_label: bool = True) ->
     spatial = tuple(ref.shape[1:])
     image = torch.zeros((len(modalities), *spatial), dtype=torch.float32)
     foreground = torch.zeros((1, *spatial), dtype=torch.bool)
+    raw_volumes = {}
     stats = {}
     for c, m in enumerate(modalities):
         if m not in arrays:
@@ -181,7 +198,14 @@ def load_subject(subject: Subject, data_cfg: Any, *, with_label: bool = True) ->
         raw = arrays[m].as_tensor()[0]
         normalised, stats[m] = normalize(raw, m, data_cfg)
         image[c] = normalised
-        foreground[0] |= _foreground(raw, normalised, m, data_cfg, other=[k for k in arrays if k != "label"])
+        raw_volumes[m] = raw
+        if data_cfg.foreground == "nonzero":
+            foreground[0] |= raw != 0
+        elif data_cfg.foreground == "threshold":
+            foreground[0] |= normalised > data_cfg.foreground_threshold
+    if data_cfg.foreground == "auto":
+        raw_numpy = {m: v.numpy() for m, v in raw_volumes.items()}
+        foreground[0] = torch.from_numpy(subject_foreground(raw_numpy, data_cfg.body_hu))
 
     label = None
     if "label" in arrays:

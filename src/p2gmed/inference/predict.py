@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from p2gmed.data.normalization import NormStats
+from p2gmed.data.volumes import subject_foreground
 from p2gmed.errors import InputError
 from p2gmed.inference import intensity
 from p2gmed.inference.geometry import WorkingGrid, load_case, native_image
@@ -242,6 +243,8 @@ def predict_case(
         output, stats = _run_model(model, own, grid, options, device)
         if model.segments:
             labels = _segment(model, output, grid)
+            # nothing is segmented outside the patient (brain / body), whatever the network says there
+            labels[~subject_foreground(arrays, model.cfg.data.body_hu)] = 0
             images[SEG] = native_image(labels, geometry, np.uint8, f"p2gmed segmentation ({model.labels})")
             sources[SEG] = "segmented"
             continue
