@@ -9,7 +9,8 @@ import pytest
 
 from p2gmed.report import demo
 from p2gmed.report.html import html_document, inline, markdown_to_html
-from p2gmed.report.reproduce import MRI_SUBSETS, StepResult, execute
+from p2gmed.report.planning import MRI_SUBSETS
+from p2gmed.report.steps import StepResult, execute
 
 
 class _Tags(html.parser.HTMLParser):
@@ -94,7 +95,7 @@ def test_quick_and_full_demo_plans(tmp_path):
 
 def test_demo_configs_load_and_extend_tiny_cpu(tmp_path):
     from p2gmed.config import load_config
-    from p2gmed.report.reproduce import write_configs
+    from p2gmed.report.steps import write_configs
 
     for step in demo.demo_steps(tmp_path, demo.demo_settings(False)):
         write_configs(step)

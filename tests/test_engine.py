@@ -16,14 +16,8 @@ from p2gmed.config import Config
 from p2gmed.errors import InputError
 from p2gmed.train import checkpoint as ckpt_mod
 from p2gmed.train import distributed as dist_utils
-from p2gmed.train.engine import (
-    NonFiniteLossError,
-    Trainer,
-    Validation,
-    lr_factor,
-    step_seed,
-    truncate_metrics,
-)
+from p2gmed.train.engine import NonFiniteLossError, Trainer, Validation
+from p2gmed.train.runtime import lr_factor, step_seed, truncate_metrics
 
 # --------------------------------------------------------------------------------------------------
 # stand-in task: two "modalities", each forward + backward, dropout (global RNG) and generator noise

@@ -10,7 +10,7 @@ import pytest
 from scipy import ndimage
 
 from p2gmed.errors import InputError
-from p2gmed.evaluation.autopet import autopet_metrics, autopet_summary
+from p2gmed.evaluation.autopet import autopet_metrics, autopet_summary, rows_from_csv
 
 SHAPE = (16, 18, 14)
 
@@ -113,3 +113,34 @@ def test_bad_input():
         autopet_metrics(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)), 1.0)
     with pytest.raises(InputError, match="voxel volume"):
         autopet_metrics(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)), 0.0)
+
+
+def test_rows_read_back_from_the_csv_keep_the_case_level_flags(tmp_path):
+    import csv
+
+    from p2gmed.evaluation.tables import AUTOPET_COLUMNS, write_csv
+
+    def box(*corners):
+        mask = np.zeros(SHAPE, bool)
+        for z, y, x in corners:
+            mask[z:z + 3, y:y + 3, x:x + 3] = True
+        return mask
+
+    empty = np.zeros(SHAPE, bool)
+    layouts = {  # name: (prediction, reference)
+        "overlap": (box((2, 2, 2)), box((3, 3, 3))),
+        "disjoint": (box((1, 1, 1)), box((10, 10, 8))),  # both positive, Dice 0: still a true positive case
+        "missed": (empty, box((5, 5, 5))),
+        "spurious": (box((5, 5, 5)), empty),
+        "empty": (empty, empty),
+    }
+    truth = [{"case": name, **autopet_metrics(pred, ref, 0.008)} for name, (pred, ref) in layouts.items()]
+    write_csv(tmp_path / "m.csv", truth, AUTOPET_COLUMNS)
+    with open(tmp_path / "m.csv", newline="") as f:
+        back = rows_from_csv(list(csv.DictReader(f)), "m.csv")
+    for want, got in zip(truth, back, strict=True):
+        assert (got["ref_positive"], got["pred_positive"]) == (want["ref_positive"], want["pred_positive"]), want
+    assert autopet_summary(back)["dice_minus"] == pytest.approx(autopet_summary(truth)["dice_minus"])
+    assert [(r["ref_positive"], r["pred_positive"]) for r in back][:2] == [(True, True), (True, True)]
+    with pytest.raises(InputError, match="m.csv: case a: fpv_ml 'x'"):
+        rows_from_csv([{"case": "a", "dice": "0.5", "fpv_ml": "x", "fnv_ml": "0"}], "m.csv")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +12,8 @@ import pytest
 
 from p2gmed.config import load_config
 from p2gmed.errors import InputError
+from p2gmed.modalities import MRI
+from p2gmed.report import planning, steps, summaries
 from p2gmed.report import reproduce as rp
 
 
@@ -18,7 +21,7 @@ def _load_step_configs(plan, tmp_path):
     """Write each training step's config file and load it with the strict loader."""
     loaded = {}
     for step in plan.steps:
-        rp.write_configs(step)
+        steps.write_configs(step)
         for path in step.configs:
             loaded[step.name] = load_config(path)
     return loaded
@@ -113,20 +116,20 @@ def _steps(tmp_path, log):
         out.mkdir(exist_ok=True)
         (out / "file").write_text("x")
 
-    return [rp.Step("a", "first", [["cmd", "1"]], outputs=(out,), action=action),
-            rp.Step("b", "second", [["cmd", "2"]], expand=lambda: [["cmd", "3"]])]
+    return [steps.Step("a", "first", [["cmd", "1"]], outputs=(out,), action=action),
+            steps.Step("b", "second", [["cmd", "2"]], expand=lambda: [["cmd", "3"]])]
 
 
 def test_execute_skips_finished_steps_and_force_redoes_them(tmp_path):
     calls = []
     state = tmp_path / ".state"
-    first = rp.execute(_steps(tmp_path, calls), state, runner=calls.append, echo=lambda s: None)
+    first = steps.execute(_steps(tmp_path, calls), state, runner=calls.append, echo=lambda s: None)
     assert calls == [["cmd", "1"], ["cmd", "2"], ["cmd", "3"]] and [r.status for r in first] == ["ran", "ran"]
     assert json.loads((state / "b.json").read_text())["commands"] == ["p2g cmd 2", "p2g cmd 3"]
     calls.clear()
-    again = rp.execute(_steps(tmp_path, calls), state, runner=calls.append, echo=lambda s: None)
+    again = steps.execute(_steps(tmp_path, calls), state, runner=calls.append, echo=lambda s: None)
     assert calls == [] and [r.status for r in again] == ["reused", "reused"]
-    rp.execute(_steps(tmp_path, calls), state, runner=calls.append, echo=lambda s: None, force=True)
+    steps.execute(_steps(tmp_path, calls), state, runner=calls.append, echo=lambda s: None, force=True)
     assert len(calls) == 3
 
 
@@ -139,15 +142,15 @@ def test_execute_redoes_an_interrupted_step_from_a_clean_slate(tmp_path):
         raise InputError("boom")
 
     with pytest.raises(InputError):
-        rp.execute(_steps(tmp_path, []), state, runner=failing, echo=lambda s: None)
+        steps.execute(_steps(tmp_path, []), state, runner=failing, echo=lambda s: None)
     assert not (state / "a.json").exists()
-    rp.execute(_steps(tmp_path, []), state, runner=lambda a: None, echo=lambda s: None)
+    steps.execute(_steps(tmp_path, []), state, runner=lambda a: None, echo=lambda s: None)
     assert not (tmp_path / "made" / "stale").exists() and (tmp_path / "made" / "file").exists()
 
 
 def test_dry_run_executes_nothing(tmp_path):
     calls = []
-    results = rp.execute(_steps(tmp_path, calls), tmp_path / ".state", dry_run=True, runner=calls.append,
+    results = steps.execute(_steps(tmp_path, calls), tmp_path / ".state", dry_run=True, runner=calls.append,
                          echo=lambda s: None)
     assert calls == [] and not (tmp_path / ".state").exists() and not (tmp_path / "made").exists()
     assert [r.status for r in results] == ["planned", "planned"]
@@ -155,7 +158,7 @@ def test_dry_run_executes_nothing(tmp_path):
 
 def test_failed_p2g_command_names_the_command(tmp_path):
     with pytest.raises(InputError, match="p2g reproduce table0"):
-        rp.run_p2g(["reproduce", "table0", "--data", str(tmp_path), "--out", str(tmp_path)])
+        steps.run_p2g(["reproduce", "table0", "--data", str(tmp_path), "--out", str(tmp_path)])
 
 
 def _subject(sid, patient, mods=("t1n", "t2f")):
@@ -164,8 +167,8 @@ def _subject(sid, patient, mods=("t1n", "t2f")):
 
 def test_split_is_by_patient_disjoint_and_deterministic():
     subjects = [_subject(f"s{i}a", f"p{i}") for i in range(10)] + [_subject(f"s{i}b", f"p{i}") for i in range(10)]
-    split = rp.make_split(subjects, seed=3)
-    assert split == rp.make_split(subjects, seed=3)
+    split = planning.make_split(subjects, seed=3)
+    assert split == planning.make_split(subjects, seed=3)
     ids = split["train"] + split["val"] + split["test"]
     assert sorted(ids) == sorted(s.subject_id for s in subjects)
     patient = {s.subject_id: s.patient_id for s in subjects}
@@ -173,24 +176,24 @@ def test_split_is_by_patient_disjoint_and_deterministic():
     assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
     assert len(groups[2]) == 2 and len(groups[1]) == 1  # 20 % and 10 % of 10 patients
     with pytest.raises(InputError):
-        rp.make_split([_subject("a", "p")])
+        planning.make_split([_subject("a", "p")])
 
 
 def test_predict_commands_one_per_subject_and_subset():
     subjects = [_subject("c1", "p1"), _subject("c2", "p2")]
-    cmds = rp.predict_commands([Path("m.pt")], subjects, [("t2f",), ("t2f", "t1n")], ("t1n", "t2f"), Path("/o"))
+    cmds = planning.predict_commands([Path("m.pt")], subjects, [("t2f",), ("t2f", "t1n")], ("t1n", "t2f"), Path("/o"))
     assert len(cmds) == 4
     assert cmds[3] == ["predict", "--model", "m.pt", "--out", "/o/from-t1n+t2f", "--case", "c2",
                        "--input", "t2f=/d/c2-t2f.nii.gz", "t1n=/d/c2-t1n.nii.gz"]
     with pytest.raises(InputError, match="c1 lacks t1c"):
-        rp.predict_commands([Path("m.pt")], subjects[:1], [("t1c",)], ("t1c",), Path("/o"))
+        planning.predict_commands([Path("m.pt")], subjects[:1], [("t1c",)], ("t1c",), Path("/o"))
 
 
 def test_mean_by_groups_sources_and_ignores_nan():
     rows = [{"source": "from-t1n", "modality": "t2", "psnr": "20", "ssim": "0.5"},
             {"source": "t1n", "modality": "t2w", "psnr": "30", "ssim": ""},
             {"source": "from-t1n+t2f", "modality": "t2w", "psnr": "nan", "ssim": "0.9"}]
-    means = rp.mean_by(rows, ("source", "modality"), ("psnr", "ssim"))
+    means = summaries.mean_by(rows, ("source", "modality"), ("psnr", "ssim"))
     single = means[(frozenset({"t1n"}), "t2w")]
     assert single["psnr"] == 25 and single["psnr_std"] == 5 and single["ssim"] == 0.5 and single["n"] == 2
     assert math.isnan(means[(frozenset({"t1n", "t2f"}), "t2w")]["psnr"])
@@ -198,11 +201,14 @@ def test_mean_by_groups_sources_and_ignores_nan():
 
 def test_segmentation_summary_by_number_of_missing_modalities():
     # Dice = 0.1 x (number of available modalities): full 40 %, 1 missing 30 %, 2 missing 20 %, 3 missing 10 %
-    means = {(frozenset(s),): {m: 0.1 * len(s) for m, _ in rp.SEG_REGIONS} for s in rp.MRI_SUBSETS}
-    summary = rp.segmentation_summary(means, rp.MRI)["TC"]
+    means = {(frozenset(s),): {m: 0.1 * len(s) for m, _ in summaries.SEG_REGIONS} for s in planning.MRI_SUBSETS}
+    summary = summaries.segmentation_summary(means, MRI)["TC"]
     assert summary["missing0"] == pytest.approx(40) and summary["missing3"] == pytest.approx(10)
     # 4 x 10 + 6 x 20 + 4 x 30 + 1 x 40 = 320 over 15 subsets
     assert summary["mean"] == pytest.approx(320 / 15)
+    # std over the 15 subset means with ddof 1, as the paper computes Table 3 from its Table 10
+    values = [10.0] * 4 + [20.0] * 6 + [30.0] * 4 + [40.0]
+    assert summary["std"] == pytest.approx(statistics.stdev(values))
 
 
 def test_table_compares_measured_autopet_numbers_with_the_paper(tmp_path):
@@ -212,10 +218,11 @@ def test_table_compares_measured_autopet_numbers_with_the_paper(tmp_path):
         # two cases with a lesion (Dice 0.5, 0.7) and one without anything (Dice undefined)
         method.csv.write_text("case,dice,fpv_ml,fnv_ml\na,0.5,1.0,2.0\nb,0.7,3.0,0.0\nc,,0.0,0.0\n")
     md_path, csv_path = rp.write_table(plan)
-    rows = list(rp.read_csv(csv_path))
+    rows = list(summaries.read_csv(csv_path))
     ours = {r["metric"]: r for r in rows if r["method"] == "Ours"}
     assert float(ours["dice"]["measured"]) == pytest.approx(100 * 1.2 / 3)  # undefined counts as 0
-    assert float(ours["dice_minus"]["measured"]) == pytest.approx(60)
+    # DICE- as autopet_summary: the true negative (both empty) counts 1
+    assert float(ours["dice_minus"]["measured"]) == pytest.approx(100 * (0.5 + 0.7 + 1) / 3)
     assert float(ours["dice"]["paper"]) == pytest.approx(48.20)
     assert float(ours["fpv_ml"]["measured"]) == pytest.approx(4 / 3)
     text = md_path.read_text()
@@ -230,7 +237,7 @@ def test_synthesis_table_uses_source_target_pairs(tmp_path):
     csv_path.write_text("case,source,modality,psnr,nmse,ssim\n"
                         "a,from-t1n,t2w,20.0,0.2,0.8\nb,from-t1n,t2w,22.0,0.4,0.6\n"
                         "a,from-t2w,t2f,30.0,0.1,0.9\n")
-    rows = rp.read_csv(rp.write_table(plan)[1])
+    rows = summaries.read_csv(rp.write_table(plan)[1])
     got = {(r["setting"], r["metric"]): r for r in rows if r["method"] == "Ours"}
     assert float(got[("T1 -> T2", "psnr")]["measured"]) == pytest.approx(21.0)
     assert float(got[("T1 -> T2", "psnr")]["paper"]) == pytest.approx(30.756)
@@ -245,7 +252,7 @@ def test_tiny_reproduce_table1_end_to_end(tmp_path):
     data = tmp_path / "data"
     assert main(["data", "make-demo", "--out", str(data), "--kind", "brain", "--subjects", "3"]) == 0
     assert main(["reproduce", "table1", "--data", str(data), "--out", str(tmp_path / "o"), "--max-steps", "2"]) == 0
-    rows = rp.read_csv(tmp_path / "o" / "table1.csv")
+    rows = summaries.read_csv(tmp_path / "o" / "table1.csv")
     measured = [float(r["measured"]) for r in rows if r["method"] == "Ours" and r["measured"]]
     assert measured and all(math.isfinite(v) for v in measured)
     assert "(30.756)" in (tmp_path / "o" / "table1.md").read_text()

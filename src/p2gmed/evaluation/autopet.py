@@ -118,6 +118,39 @@ def autopet_summary(rows: list[dict]) -> dict[str, float | int]:
     }
 
 
+def rows_from_csv(rows: list[dict], where: str = "the AutoPET metrics") -> list[dict]:
+    """Per-case rows read back from a `p2g evaluate autopet` CSV (strings), in the form `autopet_summary` takes.
+
+    The CSV holds case, dice (empty for NaN), fpv_ml and fnv_ml; the case-level flags follow from them exactly,
+    since a voxel has a positive volume: Dice is NaN only when both masks are empty, Dice > 0 needs lesion voxels
+    in both, and otherwise every lesion voxel of one mask is unmatched and counts in FPV (prediction) or FNV
+    (reference).
+
+    Args:
+        rows: dicts of strings, e.g. from `csv.DictReader`.
+        where: the file, for error messages.
+
+    Raises:
+        InputError: a row whose fpv_ml or fnv_ml is missing or not a number.
+    """
+    def value(row: dict, key: str) -> float:
+        text = row.get(key)
+        try:
+            return float(text) if text not in (None, "") else math.nan
+        except ValueError:
+            raise InputError(f"{where}: case {row.get('case')}: {key} {text!r} is not a number") from None
+
+    out = []
+    for row in rows:
+        dice, fpv, fnv = value(row, "dice"), value(row, "fpv_ml"), value(row, "fnv_ml")
+        if math.isnan(fpv) or math.isnan(fnv):
+            raise InputError(f"{where}: case {row.get('case')} lacks fpv_ml or fnv_ml")
+        overlap = not math.isnan(dice) and dice > 0
+        out.append({**row, "dice": dice, "fpv_ml": fpv, "fnv_ml": fnv,
+                    "ref_positive": overlap or fnv > 0, "pred_positive": overlap or fpv > 0})
+    return out
+
+
 def evaluate_autopet(pred_dir: str | Path, ref_dir: str | Path, allow_missing: bool = False) -> list[dict]:
     """AutoPET metrics of every predicted ``<case>_seg.nii.gz`` against the reference lesion mask.
 

@@ -15,7 +15,7 @@ import csv
 import io
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,14 @@ BRATS_REGIONS = (
 )
 
 
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown pipe table (no trailing newline); a `|` inside a cell is escaped."""
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    return "\n".join([line(header), "|" + "---|" * len(header), *(line(r) for r in rows)])
+
+
 @dataclass
 class Table:
     """A rectangular table of strings with notes printed under it."""
@@ -42,8 +50,7 @@ class Table:
     notes: list[str] = field(default_factory=list)
 
     def markdown(self) -> str:
-        lines = ["| " + " | ".join(self.header) + " |", "|" + "---|" * len(self.header)]
-        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        lines = [markdown_table(self.header, self.rows)]
         return "\n".join(lines + ([""] + [f"{n}" for n in self.notes] if self.notes else [])) + "\n"
 
     def csv(self) -> str:
@@ -78,9 +85,9 @@ def cell(values: Sequence[float], digits: int = 3, scale: float = 1.0, ddof: int
     return text if finite == len(values) else f"{text} (n={finite})"
 
 
-def number(value: float, digits: int = 2, scale: float = 1.0) -> str:
-    """`value` times `scale` with fixed digits; "n/a" for NaN (e.g. a rate without cases to count)."""
-    return "n/a" if value is None or math.isnan(value) else f"{value * scale:.{digits}f}"
+def number(value: float | None, digits: int = 2, scale: float = 1.0, missing: str = "n/a") -> str:
+    """`value` times `scale` with fixed digits; `missing` for None, NaN or inf (e.g. a rate without cases)."""
+    return missing if value is None or not math.isfinite(value) else f"{value * scale:.{digits}f}"
 
 
 def _source_label(source: str | None) -> str:
@@ -126,26 +133,50 @@ def _subset_means(rows: list[dict]) -> dict[str, dict[str, float]]:
     return {s: {c: mean_std([g[c] for g in group])[0] for c, _ in BRATS_REGIONS} for s, group in groups.items()}
 
 
-def _subset_summary(rows: list[dict], n_modalities: int) -> Table:
-    means = _subset_means(rows)
-    sizes = {s: len(s[len("from-"):].split("+")) for s in means if s}
+def missing_modality_summary(
+    means: Mapping[Collection[str], Mapping[str, float]], n_modalities: int = 4,
+    columns: Sequence[str] = tuple(c for c, _ in BRATS_REGIONS),
+) -> dict[str, dict[str, float]]:
+    """Table 3 numbers from the per-subset means: per region column, over the subsets of the full set.
+
+    Args:
+        means: modality subset (any collection of modality names) -> region column -> mean over cases.
+        n_modalities: modalities of the full set; a larger subset in `means` raises it.
+        columns: the region columns to summarise.
+
+    Returns:
+        column -> {"mean", "std"} over all subset means (std ddof 1, as the paper's Table 3 from its Table 10)
+        plus "missing<k>" and "missing<k>_std" over the subsets with k modalities missing (k = 0: the full set).
+    """
+    sizes = {subset: len(subset) for subset in means}
     total = max([n_modalities, *sizes.values()])
+    out = {}
+    for column in columns:
+        summary = dict(zip(("mean", "std"), mean_std([means[s].get(column, math.nan) for s in sizes], ddof=1)))
+        for k in range(total):
+            group = [means[s].get(column, math.nan) for s in sizes if sizes[s] == total - k]
+            summary[f"missing{k}"], summary[f"missing{k}_std"] = mean_std(group, ddof=1)
+        out[column] = summary
+    return out
+
+
+def _subset_summary(rows: list[dict], n_modalities: int) -> Table:
+    means = {tuple(s[len("from-"):].split("+")): m for s, m in _subset_means(rows).items() if s}
+    summary = missing_modality_summary(means, n_modalities)
+    total = max([n_modalities, *(len(s) for s in means)])
     header = ["Region", "All: mean", "All: std", "Full modality"]
     missing_counts = list(range(1, total))
     for k in missing_counts:
         header += [f"Missing {k}: mean", f"Missing {k}: std"]
     body = []
     for column, name in BRATS_REGIONS:
-        all_means = [means[s][column] for s in sizes]
-        mean, std = mean_std(all_means, ddof=1)
-        full = [means[s][column] for s in sizes if sizes[s] == total]
-        line = [name, number(mean, scale=100), number(std, scale=100), number(mean_std(full)[0], scale=100)]
+        numbers = summary[column]
+        line = [name] + [number(numbers[k], scale=100) for k in ("mean", "std", "missing0")]
         for k in missing_counts:
-            m, sd = mean_std([means[s][column] for s in sizes if sizes[s] == total - k], ddof=1)
-            line += [number(m, scale=100), number(sd, scale=100)]
+            line += [number(numbers[f"missing{k}"], scale=100), number(numbers[f"missing{k}_std"], scale=100)]
         body.append(line)
     notes = [(
-        f"Dice in %: mean over cases per subset, then mean and std (ddof 1) over the {len(sizes)} subsets of "
+        f"Dice in %: mean over cases per subset, then mean and std (ddof 1) over the {len(means)} subsets of "
         f"{total} modalities with the given number missing (paper Table 3)."
     )]
     return Table(header, body, notes)

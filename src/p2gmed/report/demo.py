@@ -1,6 +1,6 @@
 """`p2g demo`: the whole method on the built-in simulated brain data, in one command, with a report.
 
-Stages (each an ordinary `p2g` command line, run in this process; see `report.reproduce.execute`):
+Stages (each an ordinary `p2g` command line, run in this process; see `report.steps.execute`):
 
 1. data        `p2g data make-demo` twice: training subjects and separate held-out test subjects
 2. pretrain    Algorithm 1 with the tiny-cpu preset
@@ -22,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from p2gmed.evaluation.tables import markdown_table, number
 from p2gmed.io import write_text
 from p2gmed.modalities import DISPLAY, MRI
 from p2gmed.report.html import html_document
-from p2gmed.report.reproduce import (
-    MRI_SUBSETS, Step, StepResult, checkpoint_of, configs_dir, execute, fmt, markdown_table, mean_by,
-    predict_commands, read_csv, segmentation_by_subset, segmentation_summary,
-)
+from p2gmed.report.planning import MRI_SUBSETS, checkpoint_of, configs_dir, predict_commands
+from p2gmed.report.steps import Step, StepResult, execute
+from p2gmed.report.summaries import MISSING, mean_by, read_csv, segmentation_by_subset, segmentation_summary
 
 SIMULATED_WARNING = (
     "**Simulated data, tiny scale.** Every number below comes from the built-in *simulated* brain MRI "
@@ -148,7 +148,8 @@ def synthesis_table(rows: list[dict]) -> str:
         line = [DISPLAY[src]]
         for tgt in MRI:
             stats = means.get((frozenset([src]), tgt), {})
-            line += ["given"] * 3 if tgt == src else [fmt(stats.get(m)) for m in ("psnr", "nmse", "ssim")]
+            line += ["given"] * 3 if tgt == src else [number(stats.get(m), 3, missing=MISSING)
+                                                      for m in ("psnr", "nmse", "ssim")]
         body.append(line)
     return markdown_table(header, body)
 
@@ -160,8 +161,8 @@ def summary_table(per_method: dict[str, dict]) -> str:
     for region in ("TC", "ET", "WT"):
         for method, means in per_method.items():
             s = segmentation_summary(means, MRI)[region]
-            body.append([region, method] + [fmt(s[k], 2) for k in ("mean", "std", "missing0", "missing1",
-                                                                     "missing2", "missing3")])
+            body.append([region, method] + [number(s[k], 2, missing=MISSING) for k in (
+                "mean", "std", "missing0", "missing1", "missing2", "missing3")])
     return markdown_table(header, body)
 
 
