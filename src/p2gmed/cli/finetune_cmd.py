@@ -16,6 +16,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from p2gmed.cli.run_args import add_config_arguments, check_max_steps, run_on_every_rank
+
 log = logging.getLogger(__name__)
 
 
@@ -65,29 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="load the weights that match even when keys are missing, unexpected or of another shape",
     )
-    p.add_argument(
-        "--config", type=Path, metavar="YAML", help="configuration preset (e.g. configs/tiny-cpu.yaml)"
-    )
-    p.add_argument(
-        "--max-steps",
-        type=int,
-        metavar="N",
-        help="stop after N optimizer steps (default: train.max_steps, or train.epochs if set)",
-    )
-    p.add_argument(
-        "--resume", action="store_true", help="continue RUN from checkpoints/last.pt to --max-steps"
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="overrides",
-        help="override one setting, e.g. --set loss.invariance=0.5 (repeatable)",
-    )
-    p.add_argument(
-        "--device", metavar="D", help="auto (CUDA if available), cpu, cuda, cuda:N (sets train.device)"
-    )
+    add_config_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -116,19 +96,12 @@ def resolve_overrides(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from p2gmed.config import load_config
-    from p2gmed.errors import InputError
-    from p2gmed.train import distributed as dist_utils
     from p2gmed.train.finetune import run_finetune
 
-    if args.max_steps is not None and args.max_steps < 1:
-        raise InputError(f"--max-steps must be at least 1, got {args.max_steps}")
+    check_max_steps(args.max_steps)
     cfg = load_config(args.config, resolve_overrides(args))
-    dist_utils.init_from_env()
-    main_process = dist_utils.is_main()
-    if not main_process:
-        logging.getLogger().setLevel(logging.WARNING)
-    try:
-        last = run_finetune(
+    last, main_process = run_on_every_rank(
+        lambda: run_finetune(
             args.data,
             args.out,
             cfg,
@@ -137,11 +110,7 @@ def run(args: argparse.Namespace) -> int:
             max_steps=args.max_steps,
             resume=args.resume,
         )
-    finally:
-        if dist_utils.is_distributed():
-            import torch.distributed
-
-            torch.distributed.destroy_process_group()
+    )
     if main_process:
         log.info("%s tuning done: %s", cfg.tune.task, last)
     return 0
