@@ -354,8 +354,7 @@ def run_finetune(
     from pathlib import Path
 
     from p2gmed.data.read import read_dataset
-    from p2gmed.data.sampling import TrainBatches, split_subjects
-    from p2gmed.data.volumes import load_subjects
+    from p2gmed.train.runtime import load_run_data
     from p2gmed.errors import InputError
     from p2gmed.io import write_text
     from p2gmed.losses.segmentation import num_classes
@@ -380,26 +379,11 @@ def run_finetune(
     segmentation = task_name == "segmentation"
     labels = _label_convention(subjects, data_dir) if segmentation else None
     out_channels = num_classes(labels) if labels else len(modalities)
-    train_subjects, val_subjects = split_subjects(subjects, cfg.data, cfg.train.seed)
-    if not train_subjects:
-        raise InputError(f"{data_dir}: no training subjects left after the validation split")
-    if cfg.train.val_subjects > 0:
-        val_subjects = val_subjects[: cfg.train.val_subjects]
-
-    progress = dist_utils.is_main()
-    train_loaded = load_subjects(train_subjects, cfg.data, progress=progress, with_label=segmentation)
-    batches = TrainBatches(
-        train_loaded, cfg, seed=cfg.train.seed, rank=dist_utils.rank(), world=dist_utils.world_size()
+    _, val_loaded, batches = load_run_data(
+        data_dir, subjects, cfg, with_label=segmentation, max_steps=max_steps
     )
-    if max_steps is not None:
-        cfg.train.max_steps = int(max_steps)
-    elif cfg.train.epochs > 0:
-        cfg.train.max_steps = cfg.train.epochs * batches.steps_per_epoch
-    if cfg.train.max_steps < 1:
-        raise InputError(f"the number of steps must be at least 1, got {cfg.train.max_steps}")
     validation = None
-    if val_subjects:
-        val_loaded = load_subjects(val_subjects, cfg.data, progress=progress, with_label=segmentation)
+    if val_loaded is not None:
         validation = (
             Validation(segmentation_validation(val_loaded, cfg, labels), "dice", "max")
             if labels

@@ -18,7 +18,6 @@ import torch
 
 from p2gmed.config import Config, config_to_dict
 from p2gmed.errors import InputError
-from p2gmed.train import distributed as dist_utils
 
 logger = logging.getLogger(__name__)
 
@@ -139,8 +138,7 @@ def run_pretrain(
             configuration, bad data (DataError).
     """
     from p2gmed.data.read import read_dataset
-    from p2gmed.data.sampling import TrainBatches, split_subjects
-    from p2gmed.data.volumes import load_subjects
+    from p2gmed.train.runtime import load_run_data
     from p2gmed.models.network import build_model
     from p2gmed.train.engine import Trainer, Validation
     from p2gmed.train.pretrain_task import PretrainTask
@@ -152,35 +150,17 @@ def run_pretrain(
 
     modalities = tuple(cfg.data.modalities)
     subjects = read_dataset(data_dir, cfg.data.layout, modalities=modalities)
-    train_subjects, val_subjects = split_subjects(subjects, cfg.data, cfg.train.seed)
-    if not train_subjects:
-        raise InputError(
-            f"{data_dir}: no training subjects left after the validation split; lower "
-            "data.val_fraction or fix data.split_file"
-        )
-    if cfg.train.val_subjects > 0:
-        val_subjects = val_subjects[: cfg.train.val_subjects]
-    rank, world = dist_utils.rank(), dist_utils.world_size()
+    train_loaded, val_loaded, batches = load_run_data(
+        data_dir, subjects, cfg, with_label=False, max_steps=max_steps
+    )
     logger.info(
         "pre-training on %d subjects (%d held out for validation), modalities %s",
-        len(train_subjects),
-        len(val_subjects),
+        len(train_loaded),
+        len(val_loaded) if val_loaded is not None else 0,
         ", ".join(modalities),
     )
-
-    progress = dist_utils.is_main()
-    train_loaded = load_subjects(train_subjects, cfg.data, progress=progress, with_label=False)
-    batches = TrainBatches(train_loaded, cfg, seed=cfg.train.seed, rank=rank, world=world)
-    if max_steps is not None:
-        cfg.train.max_steps = int(max_steps)
-    elif cfg.train.epochs > 0:
-        cfg.train.max_steps = cfg.train.epochs * batches.steps_per_epoch
-    if cfg.train.max_steps < 1:
-        raise InputError(f"the number of steps must be at least 1, got {cfg.train.max_steps}")
-
     validation = None
-    if val_subjects:
-        val_loaded = load_subjects(val_subjects, cfg.data, progress=progress, with_label=False)
+    if val_loaded is not None:
         crops = validation_crops([val_loaded[i] for i in range(len(val_loaded))], cfg)
         validation = Validation(decomposition_validation(crops), "decomposition_mse", "min")
 

@@ -82,3 +82,45 @@ def truncate_metrics(path: Path, last_step: int) -> None:
         except (ValueError, KeyError, TypeError):
             continue  # a line cut in half by the kill
     write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def load_run_data(
+    data_dir: Path, subjects: list[Any], cfg: Any, *, with_label: bool, max_steps: int | None
+) -> tuple[Any, Any, Any]:
+    """Split by patient, load and cache both parts, build the step-indexed batches, fix the number of steps.
+
+    Sets `cfg.train.max_steps` from `max_steps` (the command line), else from `train.epochs` x steps per
+    epoch, else keeps it.
+
+    Returns:
+        (train LoadedSubjects, validation LoadedSubjects or None, TrainBatches).
+
+    Raises:
+        InputError: no training subject left after the split, or fewer than 1 step.
+    """
+    from p2gmed.data.sampling import TrainBatches, split_subjects
+    from p2gmed.data.volumes import load_subjects
+
+    train_subjects, val_subjects = split_subjects(subjects, cfg.data, cfg.train.seed)
+    if not train_subjects:
+        raise InputError(
+            f"{data_dir}: no training subjects left after the validation split; lower "
+            "data.val_fraction or fix data.split_file"
+        )
+    if cfg.train.val_subjects > 0:
+        val_subjects = val_subjects[: cfg.train.val_subjects]
+    progress = dist_utils.is_main()
+    train_loaded = load_subjects(train_subjects, cfg.data, progress=progress, with_label=with_label)
+    batches = TrainBatches(
+        train_loaded, cfg, seed=cfg.train.seed, rank=dist_utils.rank(), world=dist_utils.world_size()
+    )
+    if max_steps is not None:
+        cfg.train.max_steps = int(max_steps)
+    elif cfg.train.epochs > 0:
+        cfg.train.max_steps = cfg.train.epochs * batches.steps_per_epoch
+    if cfg.train.max_steps < 1:
+        raise InputError(f"the number of steps must be at least 1, got {cfg.train.max_steps}")
+    val_loaded = (
+        load_subjects(val_subjects, cfg.data, progress=progress, with_label=with_label) if val_subjects else None
+    )
+    return train_loaded, val_loaded, batches
