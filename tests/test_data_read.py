@@ -9,7 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from p2gmed.data.read import detect_layout, label_convention, read_case_dir, read_dataset
+from p2gmed.data.manifests import label_convention
+from p2gmed.data.read import detect_layout, read_case_dir, read_dataset
 from p2gmed.errors import DataError, InputError
 
 SHAPE = (6, 5, 4)

@@ -14,6 +14,8 @@ the readers use. See ../shared/interfaces.md for the contract.
 
 from __future__ import annotations
 
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+
 LAYOUTS = ("brats23", "brats21", "brats18", "autopet", "nnunet", "nac", "decathlon")
 
 #: per layout: canonical modality -> file-name suffix (BraTS) or file name (AutoPET, NAC)

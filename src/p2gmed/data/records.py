@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,3 +33,18 @@ class Subject:
 
     def missing(self, modalities: tuple[str, ...] | list[str]) -> list[str]:
         return [m for m in modalities if m not in self.images]
+
+
+def safe_id(text: str) -> str:
+    """A filesystem-safe identifier: runs of characters other than letters, digits, '.', '-' -> one '_'."""
+    return re.sub(r"[^\w.-]+", "_", text).strip("_")
+
+
+def patient_id_of(case_id: str) -> str:
+    """The individual a case belongs to: AutoPET `PETCT_<id>_<study>` -> `PETCT_<id>`; BraTS 2023+
+    `BraTS-GLI-XXXXX-YYY` (YYY = time point) -> `BraTS-GLI-XXXXX`; otherwise the case id itself."""
+    if m := re.match(r"^(PETCT_[0-9A-Za-z]+)_", case_id):
+        return m.group(1)
+    if m := re.match(r"^(BraTS-[A-Za-z]+-\d+)-\d+$", case_id):
+        return m.group(1)
+    return case_id
