@@ -135,6 +135,28 @@ def test_other_modalities_are_refused(tiny_cfg, pretrained, tmp_path):
         init_from_checkpoint(build_model(tiny_cfg, 4), path, modalities=tiny_cfg.data.modalities)
 
 
+def test_encoder_transfers_exactly_to_another_modality_set(tiny_cfg, tmp_path):
+    """Table 6: pre-trained on (ct, pet), tuned on (ct, pet, pet_nac): the encoder of a repeated modality agrees."""
+    import copy
+
+    pet_ct = copy.deepcopy(tiny_cfg)
+    pet_ct.data.modalities = ("ct", "pet")
+    source = _randomise(build_model(pet_ct, 2), seed=3)
+    path = _save(tmp_path / "petct.pt", source, pet_ct, out_channels=2)
+    nac = copy.deepcopy(tiny_cfg)
+    nac.data.modalities = ("ct", "pet", "pet_nac")
+    target = build_model(nac, 3)
+    with pytest.raises(InputError, match="modalities"):  # all weights: the decoder's channels are positional
+        init_from_checkpoint(target, path, modalities=nac.data.modalities)
+    report = init_from_checkpoint(target, path, encoder_only=True, modalities=nac.data.modalities)
+    assert any("patch_embed" in line for line in report.adapted)
+    x = torch.randn(1, 1, 32, 32, 64)
+    with torch.no_grad():
+        z_source, _ = source.eval().encode(x.expand(-1, 2, -1, -1, -1))
+        z_target, _ = target.eval().encode(x.expand(-1, 3, -1, -1, -1))
+    torch.testing.assert_close(z_target, z_source, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("prefix", ["module.", "swin_vit.", "module.swin_vit."])
 def test_tang_swinvit_weights_with_channel_rule(tiny_cfg, tmp_path, prefix):
     one_channel = _randomise(SwinUNETR(**{**swinunetr_kwargs(tiny_cfg, 1), "in_channels": 1}), seed=2).eval()

@@ -203,12 +203,21 @@ def init_from_checkpoint(
     check_monai_version(ckpt, path=path, allow=allow_mismatch)
     report = LoadReport(str(path))
     source_mods = tuple(ckpt.get("modalities") or ())
+    state = ckpt["model"]
     if modalities is not None and source_mods and source_mods != tuple(modalities):
         msg = f"{path} was trained on modalities {list(source_mods)} but this model reads {list(modalities)}"
-        if not allow_mismatch:
-            raise InputError(msg + " (use --allow-mismatch to load it anyway)")
-        report.notes.append(msg)
-    state = ckpt["model"]
+        if encoder_only and PATCH_EMBEDDING in state:
+            # the encoder reads one modality repeated over the channels: its channel count can change exactly
+            weight = state[PATCH_EMBEDDING]
+            state = {**state, PATCH_EMBEDDING: adapt_patch_embedding(weight, len(modalities))}
+            report.adapted.append(
+                f"{PATCH_EMBEDDING} ({weight.shape[1]} -> {len(modalities)} channels: summed, repeated, "
+                f"/ {len(modalities)}; {msg})"
+            )
+        elif not allow_mismatch:
+            raise InputError(msg + " (use --encoder-only to transfer the encoder, or --allow-mismatch)")
+        else:
+            report.notes.append(msg)
     if task is not None and (task == "segmentation") != (ckpt["task"] == "segmentation"):
         fresh = [k for k in state if k.startswith(OUT_LAYER)]
         state = {k: v for k, v in state.items() if k not in fresh}
@@ -231,6 +240,18 @@ def init_from_checkpoint(
             report=report,
         )
     return load_weights(model, state, source_name=str(path), allow_mismatch=allow_mismatch, report=report)
+
+
+PATCH_EMBEDDING = "backbone.swinViT.patch_embed.proj.weight"
+
+
+def adapt_patch_embedding(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """(F, C, p, p, p) -> (F, in_channels, p, p, p): summed over C, repeated, divided by `in_channels`.
+
+    p2gmed always feeds ONE modality repeated over the input channels, so the embedding only ever sees the
+    channel sum of its weight: the adapted weight embeds a repeated modality exactly as the original did.
+    """
+    return weight.sum(1, keepdim=True).repeat(1, in_channels, *([1] * (weight.ndim - 2))) / in_channels
 
 
 def swinvit_state(raw: Mapping[str, Any], in_channels: int, report: LoadReport) -> dict[str, torch.Tensor]:
@@ -256,12 +277,10 @@ def swinvit_state(raw: Mapping[str, Any], in_channels: int, report: LoadReport) 
                 report.ignored.append(key)
                 continue
         out[f"backbone.swinViT.{name}"] = value
-    embed = "backbone.swinViT.patch_embed.proj.weight"
+    embed = PATCH_EMBEDDING
     if embed in out and out[embed].shape[1] != in_channels:
         weight = out[embed]
-        out[embed] = (
-            weight.sum(1, keepdim=True).repeat(1, in_channels, *([1] * (weight.ndim - 2))) / in_channels
-        )
+        out[embed] = adapt_patch_embedding(weight, in_channels)
         report.adapted.append(
             f"{embed} ({weight.shape[1]} -> {in_channels} channels: summed, repeated, / {in_channels})"
         )
