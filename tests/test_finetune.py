@@ -12,8 +12,8 @@ import torch
 from p2gmed.cli import main
 from p2gmed.models.baselines import build_baseline
 from p2gmed.models.network import build_model
+from p2gmed.losses.synthesis import MaskedRegressionLoss
 from p2gmed.train.finetune import (
-    MaskedRegressionLoss,
     SegmentationTask,
     SynthesisTask,
     draw_subsets,

@@ -95,6 +95,29 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.
     return per_voxel.mean()
 
 
+def mmformer_dice(eps: float = 1e-7) -> nn.Module:
+    """Mean soft Dice over the classes as mmFormer's `dice_loss`: intersections summed over the whole batch."""
+    return DiceLoss(softmax=True, to_onehot_y=True, batch=True, smooth_nr=0.0, smooth_dr=eps)
+
+
+class SoftDiceLoss(nn.Module):
+    """The Dice term of the segmentation loss: logits (B, K, D, H, W), classes (B, 1, D, H, W) -> scalar."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dice = mmformer_dice()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.dice(logits, target)
+
+
+class WeightedCrossEntropyLoss(nn.Module):
+    """The weighted cross-entropy term (`weighted_cross_entropy`): logits (B, K, ...), classes (B, 1, ...)."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return weighted_cross_entropy(logits, target)
+
+
 class DiceWeightedCELoss(nn.Module):
     """Mean soft Dice over classes + weighted cross-entropy (mmFormer / M2FTrans), each term returned by name.
 
@@ -108,8 +131,7 @@ class DiceWeightedCELoss(nn.Module):
         super().__init__()
         self.dice_weight = dice_weight
         self.ce_weight = ce_weight
-        # batch=True sums intersections over the whole batch per class, as mmFormer's dice_loss does
-        self.dice = DiceLoss(softmax=True, to_onehot_y=True, batch=True, smooth_nr=0.0, smooth_dr=eps)
+        self.dice = mmformer_dice(eps)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Compute the loss terms.

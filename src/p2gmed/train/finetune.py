@@ -32,48 +32,10 @@ from p2gmed.config import Config
 from p2gmed.errors import DataError
 from p2gmed.losses.invariance import InvarianceLoss, RunningAnchor
 from p2gmed.losses.objective import WeightedSum
-from p2gmed.losses.segmentation import DiceWeightedCELoss, labels_to_classes, weighted_cross_entropy
+from p2gmed.losses.segmentation import SoftDiceLoss, WeightedCrossEntropyLoss, labels_to_classes
+from p2gmed.losses.synthesis import MaskedRegressionLoss
 from p2gmed.models.baselines import mask_missing
 from p2gmed.train.validation import segmentation_validation, synthesis_validation
-
-
-class MaskedRegressionLoss(nn.Module):
-    """Mean squared (or absolute) error over available modalities and foreground voxels.
-
-    Shapes:
-        prediction, target: (N, M, D, H, W); available: (N, M) bool; foreground: (N, 1, D, H, W) bool;
-        output: () scalar (0 when no voxel counts).
-    """
-
-    def __init__(self, kind: str = "mse") -> None:
-        super().__init__()
-        if kind not in ("mse", "l1"):
-            raise ValueError(f"synthesis loss must be mse or l1, got {kind!r}")
-        self.kind = kind
-
-    def forward(self, prediction: Tensor, target: Tensor, available: Tensor, foreground: Tensor) -> Tensor:
-        n, m = prediction.shape[:2]
-        weight = foreground.float() * available.to(prediction.device).float().view(n, m, 1, 1, 1)
-        diff = (prediction.float() - target.float()).masked_fill(weight == 0, 0.0)
-        error = diff.pow(2) if self.kind == "mse" else diff.abs()
-        total = weight.sum()
-        return (weight * error).sum() / total if total > 0 else diff.sum() * 0.0
-
-
-class _Dice(nn.Module):
-    """The Dice half of `DiceWeightedCELoss`, as its own term (logits (N, K, ...), classes (N, 1, ...))."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.dice = DiceWeightedCELoss().dice
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return self.dice(logits, target)
-
-
-class _WeightedCE(nn.Module):
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return weighted_cross_entropy(logits, target)
 
 
 def draw_subsets(available: Tensor, subjects: list[str], generator: torch.Generator) -> Tensor:
@@ -260,7 +222,7 @@ class SegmentationTask(FinetuneTask):
         super().__init__(model, cfg, architecture)
 
     def task_losses(self, cfg: Config) -> dict[str, tuple[float, nn.Module]]:
-        return {"dice": (cfg.loss.dice, _Dice()), "ce": (cfg.loss.ce, _WeightedCE())}
+        return {"dice": (cfg.loss.dice, SoftDiceLoss()), "ce": (cfg.loss.ce, WeightedCrossEntropyLoss())}
 
     def task_inputs(self, prediction: Tensor, batch: Mapping[str, Any], rows: Tensor) -> dict[str, Callable]:
         if batch.get("label") is None:
