@@ -160,33 +160,13 @@ def evaluate_autopet(pred_dir: str | Path, ref_dir: str | Path, allow_missing: b
     Returns:
         one dict per case (and source): case, dice, fpv_ml, fnv_ml, ref_positive, pred_positive (+ source).
     """
-    from p2gmed.evaluation.matching import (
-        check_same_grid,
-        load_labels,
-        pair_keys,
-        scan_predictions,
-        scan_reference,
-    )
+    from p2gmed.evaluation.matching import reference_segmentations, scan_predictions, segmentation_pairs
 
     by_source = scan_predictions(pred_dir)
-    refs = {c: f for c, f in scan_reference(ref_dir).items() if f.seg is not None}
-    if not refs:
-        raise InputError(f"no reference segmentations found in {ref_dir}")
-    pairs = {}
-    for source, preds in by_source.items():
-        where = f"predicted segmentations in {Path(pred_dir) / source if source else pred_dir}"
-        pairs[source] = set(pair_keys([c for c, f in preds.items() if f.seg], refs, where, allow_missing))
+    refs = reference_segmentations(ref_dir)
     rows = []
-    for case in sorted(set().union(*pairs.values())):
-        ref = load_labels(refs[case].seg)
+    for case, source, _, pred, _, ref in segmentation_pairs(pred_dir, by_source, refs, allow_missing):
         voxel_ml = float(np.prod(ref[2])) / 1000.0
-        for source, preds in by_source.items():
-            if case not in pairs[source]:
-                continue
-            pred = load_labels(preds[case].seg)
-            check_same_grid(preds[case].seg, pred, refs[case].seg, ref)
-            row = {"case": case, **autopet_metrics(pred[0], ref[0], voxel_ml)}
-            if source is not None:
-                row["source"] = source
-            rows.append(row)
+        row = {"case": case, **autopet_metrics(pred[0], ref[0], voxel_ml)}
+        rows.append({**row, **({"source": source} if source is not None else {})})
     return rows

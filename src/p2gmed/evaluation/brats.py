@@ -142,18 +142,10 @@ def evaluate_brats(
     Returns:
         one dict per case (and source): case, METRIC_COLUMNS (+ source).
     """
-    from p2gmed.evaluation.matching import (
-        check_same_grid,
-        load_labels,
-        pair_keys,
-        scan_predictions,
-        scan_reference,
-    )
+    from p2gmed.evaluation.matching import reference_segmentations, scan_predictions, segmentation_pairs
 
     by_source = scan_predictions(pred_dir)
-    refs = {c: f for c, f in scan_reference(ref_dir).items() if f.seg is not None}
-    if not refs:
-        raise InputError(f"no reference segmentations found in {ref_dir}")
+    refs = reference_segmentations(ref_dir)
     if labels is None:
         found = {f.labels for f in refs.values()}
         if len(found) != 1 or None in found:
@@ -161,24 +153,11 @@ def evaluate_brats(
         labels = found.pop()
     if labels not in BRATS_LABELS:
         raise InputError(f"label convention '{labels}' is not BraTS; use --labels brats2023|brats2018")
-    pairs = {}
-    for source, preds in by_source.items():
-        where = f"predicted segmentations in {Path(pred_dir) / source if source else pred_dir}"
-        pairs[source] = set(pair_keys([c for c, f in preds.items() if f.seg], refs, where, allow_missing))
     rows = []
-    for case in sorted(set().union(*pairs.values())):
-        ref = load_labels(refs[case].seg)
-        for source, preds in by_source.items():
-            if case not in pairs[source]:
-                continue
-            pred = load_labels(preds[case].seg)
-            check_same_grid(preds[case].seg, pred, refs[case].seg, ref)
-            try:
-                metrics = brats_metrics(pred[0], ref[0], labels, spacing=ref[2])
-            except InputError as exc:
-                raise InputError(f"{preds[case].seg} vs {refs[case].seg}: {exc}") from exc
-            row = {"case": case, **metrics}
-            if source is not None:
-                row["source"] = source
-            rows.append(row)
+    for case, source, pred_file, pred, ref_file, ref in segmentation_pairs(pred_dir, by_source, refs, allow_missing):
+        try:
+            metrics = brats_metrics(pred[0], ref[0], labels, spacing=ref[2])
+        except InputError as exc:
+            raise InputError(f"{pred_file} vs {ref_file}: {exc}") from exc
+        rows.append({"case": case, **metrics, **({"source": source} if source is not None else {})})
     return rows

@@ -201,3 +201,43 @@ def check_same_grid(pred_path: Path, pred: tuple, ref_path: Path, ref: tuple) ->
         raise DataError(f"{pred_path} has shape {pred[0].shape} but its reference {ref_path} has {ref[0].shape}")
     if not np.allclose(pred[1], ref[1], atol=AFFINE_ATOL):
         raise DataError(f"{pred_path} is not on the voxel grid of its reference {ref_path} (affines differ)")
+
+
+def reference_segmentations(ref_dir: str | Path) -> dict[str, CaseFiles]:
+    """The reference cases of `ref_dir` that have a segmentation; InputError when there is none."""
+    refs = {c: f for c, f in scan_reference(ref_dir).items() if f.seg is not None}
+    if not refs:
+        raise InputError(f"no reference segmentations found in {ref_dir}")
+    return refs
+
+
+def segmentation_pairs(
+    pred_dir: str | Path,
+    by_source: dict[str | None, dict[str, CaseFiles]],
+    refs: dict[str, CaseFiles],
+    allow_missing: bool,
+) -> Iterable[tuple[str, str | None, Path, tuple, Path, tuple]]:
+    """Every (prediction, reference) segmentation pair, case by case, each reference loaded once.
+
+    Args:
+        pred_dir: the prediction folder (for messages); by_source: `scan_predictions(pred_dir)`;
+        refs: `reference_segmentations(ref_dir)`; allow_missing: skip unmatched cases instead of failing.
+
+    Yields:
+        (case, source or None, prediction file, loaded prediction, reference file, loaded reference), the two
+        on the same grid (checked); loaded = (labels array, affine, spacing) as `load_labels` returns.
+
+    Raises:
+        InputError: a case missing on one side (unless `allow_missing`), or a grid mismatch.
+    """
+    pairs = {}
+    for source, preds in by_source.items():
+        where = f"predicted segmentations in {Path(pred_dir) / source if source else pred_dir}"
+        pairs[source] = set(pair_keys([c for c, f in preds.items() if f.seg], refs, where, allow_missing))
+    for case in sorted(set().union(*pairs.values())):
+        ref = load_labels(refs[case].seg)
+        for source, preds in by_source.items():
+            if case in pairs[source]:
+                pred = load_labels(preds[case].seg)
+                check_same_grid(preds[case].seg, pred, refs[case].seg, ref)
+                yield case, source, preds[case].seg, pred, refs[case].seg, ref
