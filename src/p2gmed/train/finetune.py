@@ -317,25 +317,17 @@ def run_finetune(
 
     from p2gmed.data.read import read_dataset
     from p2gmed.train.runtime import load_run_data
-    from p2gmed.errors import InputError
     from p2gmed.io import write_text
     from p2gmed.losses.segmentation import num_classes
     from p2gmed.models.baselines import build_architecture
     from p2gmed.train import distributed as dist_utils
-    from p2gmed.train.checkpoint import load_checkpoint
     from p2gmed.train.engine import Trainer, Validation
-    from p2gmed.train.pretrain import check_run_dir, model_config_differences
+    from p2gmed.train.pretrain import check_resume_config, check_run_dir
 
     out_dir, task_name, architecture = Path(out_dir), cfg.tune.task, cfg.tune.architecture
     check_run_dir(out_dir, resume)
     if resume:
-        last = load_checkpoint(out_dir / "checkpoints" / "last.pt")
-        diffs = model_config_differences(last["config"], cfg)
-        if last["task"] != task_name or last["architecture"] != architecture or diffs:
-            raise InputError(
-                f"--resume: {out_dir} holds a {last['task']} {last['architecture']} run; it cannot "
-                f"continue as {task_name} {architecture} {'; '.join(diffs)}".rstrip()
-            )
+        check_resume_config(out_dir / "checkpoints" / "last.pt", cfg, task_name, architecture)
     modalities = tuple(cfg.data.modalities)
     subjects = read_dataset(data_dir, cfg.data.layout, modalities=modalities)
     segmentation = task_name == "segmentation"

@@ -58,18 +58,24 @@ def model_config_differences(saved: dict, cfg: Config) -> list[str]:
     return out
 
 
-def check_resume_config(last: Path, cfg: Config) -> None:
-    """Refuse resuming a pre-training checkpoint under another model definition.
+def check_resume_config(
+    last: Path, cfg: Config, task: str = "pretrain", architecture: str = "p2g"
+) -> None:
+    """Refuse resuming a checkpoint as another task or architecture, or under another model definition.
 
     Raises:
-        InputError: the checkpoint is not a pre-training one, or model settings differ (named).
+        InputError: weights from the other side of MONAI 1.5, another task or architecture, or model settings
+            that differ (named).
     """
     from p2gmed.train.checkpoint import check_monai_version, load_checkpoint
 
     ckpt = load_checkpoint(last)
     check_monai_version(ckpt, path=last)
-    if ckpt["task"] != "pretrain":
-        raise InputError(f"{last} is a {ckpt['task']} checkpoint; it cannot resume a pre-training run")
+    if ckpt["task"] != task or ckpt["architecture"] != architecture:
+        raise InputError(
+            f"{last} is a {ckpt['task']} checkpoint ({ckpt['architecture']}); it cannot resume a {task} run "
+            f"({architecture})"
+        )
     diffs = model_config_differences(ckpt["config"], cfg)
     if diffs:
         raise InputError(f"--resume with a different model configuration than {last}: {'; '.join(diffs)}")
