@@ -329,15 +329,28 @@ def test_single_process_helpers_are_identities():
     assert not dist_utils.is_distributed() and not dist_utils.init_from_env()
 
 
-def _gather_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _join_as(rank: int, world: int, port: int) -> None:
+    """Set the environment torchrun would give `rank` (one thread, so two ranks share the two cores)."""
     os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
     torch.set_num_threads(1)
+
+
+def _run_two_ranks(worker, tmp_path) -> None:
+    """Run `worker(rank, 2, port, str(tmp_path))` in two forked processes on a free local port."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.start_processes(worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
+
+
+def _gather_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    _join_as(rank, world, port)
     assert dist_utils.init_from_env()
     x = torch.full((2, 3), float(rank + 1), requires_grad=True)
     gathered = dist_utils.all_gather_with_grad(x)
@@ -350,16 +363,7 @@ def _gather_worker(rank: int, world: int, port: int, out_dir: str) -> None:
 
 
 def test_all_gather_with_grad_two_processes(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(
-        _gather_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork"
-    )
+    _run_two_ranks(_gather_worker, tmp_path)
     for rank in range(2):
         out = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
         assert torch.equal(out["gathered"][:, 0], torch.tensor([1.0, 1.0, 2.0, 2.0]))
@@ -387,14 +391,7 @@ def test_bf16_on_cpu_trains_and_fp16_or_missing_cuda_are_refused(tmp_path):
 
 
 def _train_worker(rank: int, world: int, port: int, run: str) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    torch.set_num_threads(1)
+    _join_as(rank, world, port)
     dist_utils.init_from_env()
     torch.manual_seed(rank)  # different initial weights: the broadcast must make them equal
     model = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv3d(4, 1, 1))
@@ -416,14 +413,7 @@ def _train_worker(rank: int, world: int, port: int, run: str) -> None:
 
 
 def test_two_process_training_keeps_ranks_in_sync_and_writes_once(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.start_processes(_train_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    _run_two_ranks(_train_worker, tmp_path)
     a, b = (torch.load(tmp_path / f"weights-{r}.pt", weights_only=True) for r in range(2))
     assert all(torch.equal(a[k], b[k]) for k in a)  # ranks saw different batches, yet identical weights
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]  # rank 0 alone wrote the log
