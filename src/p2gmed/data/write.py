@@ -60,11 +60,6 @@ def to_nifti(array: np.ndarray, affine: np.ndarray, *, label: bool = False):
     return img
 
 
-def save_nifti_reproducible(img, path: str | Path) -> Path:
-    """Save `img` atomically; identical images give identical bytes (see p2gmed.io.save_nifti)."""
-    return save_nifti(img, path)
-
-
 def brats_case_id(layout: str, index: int) -> str:
     """Case (and folder) name of the `index`-th subject in a BraTS layout."""
     if layout == "brats23":
@@ -144,9 +139,9 @@ def _write_brats(individuals, root: Path, layout: str, kind: str, patients, seed
         case = brats_case_id(layout, index)
         for modality in KIND_MODALITIES[kind]:
             path = root / case / layouts.brats_file(case, layout, modality)
-            save_nifti_reproducible(to_nifti(ind[modality], ind["affine"]), path)
+            save_nifti(to_nifti(ind[modality], ind["affine"]), path)
         label = np.where(ind["label"] == 3, et_value, ind["label"])
-        save_nifti_reproducible(to_nifti(label, ind["affine"], label=True), root / case / layouts.brats_file(case, layout, "seg"))
+        save_nifti(to_nifti(label, ind["affine"], label=True), root / case / layouts.brats_file(case, layout, "seg"))
         written.append(Path(case))
     return written
 
@@ -172,12 +167,12 @@ def _write_autopet(individuals, root: Path, layout: str, kind: str, patients, se
         # activity concentration (Bq/ml) = SUV x injected dose (Bq) / body weight (g)
         activity_per_suv = rng.uniform(200e6, 400e6) / rng.uniform(50e3, 100e3)
         affine = ind["affine"]
-        save_nifti_reproducible(to_nifti(ind["ct"], affine), folder / files["ct"])
-        save_nifti_reproducible(to_nifti(ind["ct"], affine), folder / layouts.AUTOPET_EXTRA["ct_original"])
-        save_nifti_reproducible(to_nifti(ind["pet"], affine), folder / files["pet"])
-        save_nifti_reproducible(to_nifti(ind["pet"] * np.float32(activity_per_suv), affine),
+        save_nifti(to_nifti(ind["ct"], affine), folder / files["ct"])
+        save_nifti(to_nifti(ind["ct"], affine), folder / layouts.AUTOPET_EXTRA["ct_original"])
+        save_nifti(to_nifti(ind["pet"], affine), folder / files["pet"])
+        save_nifti(to_nifti(ind["pet"] * np.float32(activity_per_suv), affine),
                                 folder / layouts.AUTOPET_EXTRA["pet_activity"])
-        save_nifti_reproducible(to_nifti(ind["label"], affine, label=True), folder / layouts.LABEL_FILES["autopet"])
+        save_nifti(to_nifti(ind["label"], affine, label=True), folder / layouts.LABEL_FILES["autopet"])
         written.append(Path(patient_id) / study)
     return written
 
@@ -187,7 +182,7 @@ def _write_nac(individuals, root: Path, layout: str, kind: str, patients, seed) 
     for index, ind in enumerate(individuals):
         subject = f"NAC_{index:03d}"
         for modality, name in layouts.MODALITY_FILES["nac"].items():
-            save_nifti_reproducible(to_nifti(ind[modality], ind["affine"]), root / subject / name)
+            save_nifti(to_nifti(ind[modality], ind["affine"]), root / subject / name)
         written.append(Path(subject))
     return written
 
@@ -198,9 +193,9 @@ def _write_nnunet(individuals, root: Path, layout: str, kind: str, patients, see
     for index, ind in enumerate(individuals):
         case = f"{kind}_{index:03d}"
         for channel, modality in enumerate(modalities):
-            save_nifti_reproducible(to_nifti(ind[modality], ind["affine"]),
+            save_nifti(to_nifti(ind[modality], ind["affine"]),
                                     root / "imagesTr" / layouts.nnunet_file(case, channel))
-        save_nifti_reproducible(to_nifti(ind["label"], ind["affine"], label=True), root / "labelsTr" / f"{case}.nii.gz")
+        save_nifti(to_nifti(ind["label"], ind["affine"], label=True), root / "labelsTr" / f"{case}.nii.gz")
         written.append(Path("imagesTr") / layouts.nnunet_file(case, 0))
     dataset = {
         "name": f"p2gmed-{kind}",
@@ -222,10 +217,10 @@ def _write_decathlon(individuals, root: Path, layout: str, kind: str, patients, 
         entry = {}
         for modality in modalities:
             rel = f"imagesTr/{case}_{modality}.nii.gz"
-            save_nifti_reproducible(to_nifti(ind[modality], ind["affine"]), root / rel)
+            save_nifti(to_nifti(ind[modality], ind["affine"]), root / rel)
             entry[modality] = rel
         entry["label"] = f"labelsTr/{case}.nii.gz"
-        save_nifti_reproducible(to_nifti(ind["label"], ind["affine"], label=True), root / entry["label"])
+        save_nifti(to_nifti(ind["label"], ind["affine"], label=True), root / entry["label"])
         training.append(entry)
         written.append(Path(entry[modalities[0]]))
     datalist = {
