@@ -52,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="where the whole volume is accumulated; cpu bounds GPU memory for whole-body PET/CT")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--force", action="store_true",
+                   help="replace outputs an earlier p2g predict wrote into --out for the same case(s)")
     p.set_defaults(func=run)
 
 
@@ -73,7 +75,7 @@ def parse_inputs(items: list[str]) -> dict[str, Path]:
 
 def run(args: argparse.Namespace) -> int:
     from p2gmed.inference.models import load_models
-    from p2gmed.inference.predict import PredictOptions, predict_case, predict_folder
+    from p2gmed.inference.predict import case_name_from_inputs
     from p2gmed.inference.sliding import resolve_device
 
     inputs = parse_inputs(args.input) if args.input else None
@@ -82,7 +84,18 @@ def run(args: argparse.Namespace) -> int:
     if args.case_dir is not None and not args.case_dir.exists():
         raise InputError(f"--case-dir {args.case_dir} does not exist")
     device = resolve_device(args.device)
+    out = claim_output(args, inputs)
     models = load_models(args.model, device)
+    cases = [args.case or case_name_from_inputs(inputs)] if inputs is not None else _case_ids(args)
+    names = [n for case in cases for n in _possible_outputs(models, case, inputs or {})]
+    out.check_targets(names, force=args.force)
+    with out.writing(names, "p2g predict"):
+        return _predict(args, models, inputs, device)
+
+
+def _predict(args: argparse.Namespace, models, inputs: dict[str, Path] | None, device) -> int:
+    from p2gmed.inference.predict import PredictOptions, predict_case, predict_folder
+
     options = PredictOptions(
         overlap=args.overlap, sw_batch_size=args.sw_batch_size, mode=args.mode, stitch=args.stitch,
         reconstruct_given=args.reconstruct_given, progress=not args.no_progress and inputs is not None,
@@ -100,6 +113,35 @@ def run(args: argparse.Namespace) -> int:
     if summary["failed"]:
         raise InputError(f"{len(summary['failed'])} case(s) of {args.case_dir} could not be predicted (see above)")
     return 0
+
+
+def claim_output(args: argparse.Namespace, inputs: dict[str, Path] | None):
+    """--out must be new, empty or p2g's own; never the case folder or data set (nor inside it), nor the folder
+    of an --input file."""
+    from p2gmed.outputs import OutputFolder
+
+    for path in (inputs or {}).values():
+        if path.parent.is_dir() and args.out.is_dir() and args.out.resolve() == path.parent.resolve():
+            raise InputError(f"--out {args.out} is the folder of the input file {path}; p2g never writes among its "
+                             "inputs, choose a separate output folder")
+    return OutputFolder.claim(args.out, inputs=[args.case_dir] if args.case_dir is not None else [])
+
+
+def _case_ids(args: argparse.Namespace) -> list[str]:
+    from p2gmed.data.read import read_dataset
+
+    return [s.subject_id for s in read_dataset(args.case_dir, args.layout)]
+
+
+def _possible_outputs(models, case: str, inputs: dict[str, Path]) -> list[str]:
+    """Every file predicting `case` may write (a superset: the names the models and inputs can produce)."""
+    from p2gmed.inference.predict import SEG, output_name
+    from p2gmed.modalities import canonical
+
+    what = [m for model in models for m in model.modalities] + [canonical(m) for m in inputs]
+    if any(model.segments for model in models):
+        what.append(SEG)
+    return [output_name(case, w) for w in dict.fromkeys(what)] + [f"{case}.json"]
 
 
 def _print_case(sidecar: dict, out: Path) -> None:
