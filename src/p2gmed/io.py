@@ -12,21 +12,48 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from p2gmed.errors import InputError
+
+
+class WriteError(InputError):
+    """A file could not be written (disk full, file too large, no permission); the earlier file is unchanged."""
+
+
+def write_error(path: Path, exc: BaseException) -> WriteError:
+    reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1][:160] or type(exc).__name__
+    earlier = f"the earlier {path.name} is unchanged" if path.exists() else "nothing was written"
+    return WriteError(f"could not write {path} ({reason}); {earlier}; free space or choose another folder")
+
+
+#: errors of the file system (and of torch's zip writer, which reports them as RuntimeError) that mean "cannot write"
+WRITE_ERRORS = (OSError, RuntimeError)
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it is renamed onto `path`, on error removed."""
+    """Yield a temporary path next to `path`; on success it is renamed onto `path`, on error removed.
+
+    A failed write (disk full, file too large, ...) leaves `path` as it was and raises `WriteError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or "".join(path.suffixes))
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                   suffix=suffix or "".join(path.suffixes))
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     tmp_path = Path(tmp)
     umask = os.umask(0)
     os.umask(umask)
     try:
-        yield tmp_path
-        tmp_path.chmod(0o666 & ~umask)  # mkstemp makes 0600 files; outputs are ordinary files
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            tmp_path.chmod(0o666 & ~umask)  # mkstemp makes 0600 files; outputs are ordinary files
+            os.replace(tmp_path, path)
+        except WRITE_ERRORS as exc:
+            if isinstance(exc, RuntimeError) and "write" not in str(exc).lower():
+                raise  # a bug, not a write error
+            raise write_error(path, exc) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
