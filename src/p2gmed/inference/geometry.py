@@ -13,6 +13,7 @@ Outputs therefore always have the input's shape and affine, whatever its size, s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,10 @@ import numpy as np
 from nibabel import orientations
 from scipy import ndimage
 
+from p2gmed.data.check import image_problem, one_line
 from p2gmed.errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: largest difference (mm, per affine entry) tolerated between the affines of one case's files; headers store
 #: float32, so files written by different tools differ in the last digits
@@ -61,11 +65,15 @@ def _load_one(modality: str, path: Path) -> tuple[np.ndarray, nib.spatialimages.
     """Read one file as float32 (X, Y, Z); DataError naming the file when it cannot be used."""
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        data = np.asanyarray(img.dataobj)
+        if data.dtype.kind != "c" and data.dtype.fields is None:
+            data = data.astype(np.float32, copy=False)
     except FileNotFoundError:
         raise DataError(f"{path}: file does not exist (given for {modality})") from None
     except Exception as exc:  # nibabel raises many types for corrupt or foreign files
-        raise DataError(f"{path}: cannot be read as a NIfTI image ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{path}: cannot be read as a NIfTI image ({type(exc).__name__}: {one_line(exc)})") from None
+    if problem := image_problem(img, data):
+        raise DataError(f"{path} {problem}")
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -73,6 +81,9 @@ def _load_one(modality: str, path: Path) -> tuple[np.ndarray, nib.spatialimages.
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise DataError(f"{path}: {bad} voxels are NaN or infinite")
+    if not data.any():
+        log.warning("%s (%s) is all zero: an empty scan carries no information, so what is predicted from it "
+                    "is a guess; check that it is the file you meant", path, modality)
     return data, img
 
 
