@@ -20,13 +20,11 @@ class WriteError(InputError):
 
 
 def write_error(path: Path, exc: BaseException) -> WriteError:
-    reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[-1][:160] or type(exc).__name__
+    reason = getattr(exc, "strerror", None) or (
+        "the write stopped short: disk full or a file size limit" if isinstance(exc, RuntimeError)
+        else " ".join(str(exc).split())[:160] or type(exc).__name__)
     earlier = f"the earlier {path.name} is unchanged" if path.exists() else "nothing was written"
     return WriteError(f"could not write {path} ({reason}); {earlier}; free space or choose another folder")
-
-
-#: errors of the file system (and of torch's zip writer, which reports them as RuntimeError) that mean "cannot write"
-WRITE_ERRORS = (OSError, RuntimeError)
 
 
 @contextlib.contextmanager
@@ -50,9 +48,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
             yield tmp_path
             tmp_path.chmod(0o666 & ~umask)  # mkstemp makes 0600 files; outputs are ordinary files
             os.replace(tmp_path, path)
-        except WRITE_ERRORS as exc:
-            if isinstance(exc, RuntimeError) and "write" not in str(exc).lower():
-                raise  # a bug, not a write error
+        except OSError as exc:
             raise write_error(path, exc) from None
     finally:
         if tmp_path.exists():
@@ -68,7 +64,10 @@ def save_torch(obj: Any, path: str | Path) -> None:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a short write (disk full, file size limit) so
+            raise write_error(Path(path), exc) from None
 
 
 def save_nifti(img: Any, path: str | Path) -> Path:

@@ -1,0 +1,80 @@
+"""Interrupted commands exit with the shell's convention (130 for SIGINT, 143 for SIGTERM) and can be re-entered
+(docs/reliability.md). These tests start `p2g` in a subprocess and signal it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SRC = str(Path(__file__).parents[1] / "src")
+
+
+def start(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1",
+           "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "p2gmed", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(proc: subprocess.Popen, text: str, timeout: float = 240) -> str:
+    """Read stdout until a line holds `text`; returns what was read."""
+    seen, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if text in line:
+            return "".join(seen)
+    proc.kill()
+    raise AssertionError(f"never saw {text!r}; output: {''.join(seen)[-2000:]} {proc.stderr.read()[-2000:]}")
+
+
+def test_ctrl_c_inside_demo_is_an_interrupt_not_a_failure(tmp_path):
+    proc = start("demo", "--quick", "--out", str(tmp_path / "demo"), "--threads", "1", cwd=tmp_path)
+    wait_for(proc, "==> [1/")
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "failed (exit" not in err
+    assert "interrupted" in err.splitlines()[-1]
+
+
+def test_a_failed_write_keeps_the_earlier_file_and_says_so(tmp_path):
+    """`ulimit -f` stands in for a full disk: the write fails half-way, the earlier file is untouched."""
+    import resource
+
+    import torch
+
+    from p2gmed.config import config_to_dict, load_config
+    from p2gmed.models.baselines import build_architecture
+    from p2gmed.train.checkpoint import save_checkpoint
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "tiny-cpu.yaml")
+    model = tmp_path / "model.pt"
+    save_checkpoint(model, model=build_architecture(cfg, "p2g", 4), step=1, config=config_to_dict(cfg),
+                    task="pretrain", architecture="p2g", out_channels=4, modalities=["t1n", "t1c", "t2w", "t2f"])
+    out = tmp_path / "swin.pt"
+    args = ["export", "--model", str(model), "--format", "monai-swinunetr", "--out", str(out)]
+    first = start(*args, cwd=tmp_path)
+    assert first.wait(timeout=240) == 0, first.stderr.read()
+    before = out.read_bytes()
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "p2gmed", *args, "--force"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, preexec_fn=small_files, timeout=240)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert f"could not write {out}" in proc.stderr and "unchanged" in proc.stderr
+    assert out.read_bytes() == before and torch.load(out, weights_only=True)["state_dict"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".swin")) == []
