@@ -34,3 +34,10 @@ class Interrupted(Exception):
     def __init__(self, message: str, exit_code: int = 130):
         self.exit_code = exit_code
         super().__init__(message)
+
+
+class RunError(Exception):
+    """A run could not go on although its input was valid (it diverged: NaN or infinite values).
+
+    The CLI prints the message (one sentence saying what is kept and what to do) and exits with status 1.
+    """

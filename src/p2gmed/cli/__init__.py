@@ -2,7 +2,8 @@
 `register(subparsers)`; heavy imports (torch, MONAI) happen inside the command functions so that
 `p2g --help` is instant.
 
-Exit codes: 0 success; 2 bad input or usage (one sentence on stderr, no traceback); 1 internal error;
+Exit codes: 0 success; 2 bad input or usage (one sentence on stderr, no traceback); 1 internal error or a
+run that diverged (one sentence);
 130 / 143 interrupted by SIGINT / SIGTERM (128 + the signal number).
 """
 
@@ -14,7 +15,7 @@ import logging
 import sys
 
 from p2gmed import __version__
-from p2gmed.errors import InputError, Interrupted
+from p2gmed.errors import InputError, Interrupted, RunError
 
 #: subcommand -> module in this package
 COMMANDS = {
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"p2g {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RunError as exc:
+        print(f"p2g {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except Interrupted as exc:
         print(f"p2g {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,0 +1,241 @@
+"""What keeps a training run safe to leave and re-enter (docs/reliability.md):
+
+- `RunLock`: one run per run folder; a second start is refused naming the holder's pid. The lock is an OS
+  file lock (`flock`), so a killed run's lock is released by the kernel and the next start takes it over.
+- `StopSignals`: SIGTERM (SLURM, Kubernetes) and SIGINT (Ctrl-C) ask the loop to stop after the current step;
+  the trainer saves a checkpoint and the command exits 143 / 130. A second signal stops at once.
+- `non_finite_parameters`: the names of parameters that hold NaN or infinite values after an update.
+- `resume_changes`: the settings of a resumed run that differ from its checkpoint and break exact resume.
+- `prepare_run_folder`: a folder a killed run left without any checkpoint restarts from step 0; the temporary
+  files of an interrupted checkpoint write are removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from p2gmed.errors import InputError, RunError
+from p2gmed.outputs import remove_orphan_temporaries
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+#: a record of every configuration change accepted on `--resume --allow-config-change`
+CHANGES_NAME = "config-changes.jsonl"
+#: files and folders a p2g run writes into its folder (anything else there is the user's)
+RUN_FILES = ("config.yaml", "metrics.jsonl", "tb", "checkpoints", "init_report.json", LOCK_NAME, CHANGES_NAME,
+             ".p2g-outputs.json")
+#: settings that may change on resume without changing what the run computes
+RESUME_FREE = ("train.max_steps", "train.epochs", "train.log_every", "train.checkpoint_every", "train.val_every",
+               "train.early_stopping", "train.device", "inference.")
+
+
+class NonFiniteError(RunError):
+    """Parameters, loss or a validation metric became NaN or infinite: the run stops (exit 1)."""
+
+
+# --------------------------------------------------------------------------------------------------- lock
+
+
+class RunLock:
+    """An exclusive lock on a run folder, held while the run writes there.
+
+    Args:
+        run_dir: the run folder (created).
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self._handle: Any = None
+
+    def holder(self) -> str:
+        try:
+            info = json.loads(self.path.read_text())
+            return f"pid {info['pid']} on {info['host']}, since {info['since']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
+    def acquire(self) -> RunLock:
+        """Take the lock, or raise InputError naming the process that holds it."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")  # noqa: SIM115 - kept open while the lock is held
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise InputError(f"{self.path.parent} is in use by another p2g run ({self.holder()}); wait for it to "
+                             "finish or stop it, or choose another --out") from None
+        except OSError as exc:  # a file system without locks (some network mounts): go on, unguarded
+            logger.warning("cannot lock %s (%s); make sure no other run writes into this folder", self.path, exc)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing releases the flock; the file stays (it is harmless and tiny)
+            self._handle = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# --------------------------------------------------------------------------------------------------- signals
+
+
+class StopSignals:
+    """Inside the block, SIGTERM and SIGINT set `requested` (the signal number) instead of killing the process.
+
+    A second signal raises KeyboardInterrupt at once (checkpoints are written atomically, so that is safe).
+    Outside the main thread (where handlers cannot be installed) it does nothing.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.requested: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signum
+        logger.warning("%s received: stopping after this step and saving a checkpoint (send it again to stop "
+                       "at once)", signal.Signals(signum).name)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.requested or signal.SIGINT)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._old[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, old in self._old.items():
+            signal.signal(signum, old)
+        self._old.clear()
+
+
+# --------------------------------------------------------------------------------------------------- finite
+
+
+def non_finite_parameters(model: Any) -> list[str]:
+    """Names of the parameters holding a NaN or infinite value (one device sync for the whole model)."""
+    import torch
+
+    named = [(n, p) for n, p in model.named_parameters()]
+    if not named:
+        return []
+    flags = torch.stack([torch.isfinite(p.detach()).all() for _, p in named])
+    if bool(flags.all()):
+        return []
+    return [n for (n, _), ok in zip(named, flags.tolist()) if not ok]
+
+
+# --------------------------------------------------------------------------------------------------- resume
+
+
+def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_changes(saved: dict, current: dict) -> list[str]:
+    """Settings ("key: old -> new") where `current` differs from the checkpoint's `saved` configuration in a way
+    that breaks exact resume (seed, learning rate, schedule, data split, losses, ...). Keys in `RESUME_FREE` only
+    decide how long or where the run goes on, and are allowed to change."""
+    old, new = _flatten(saved), _flatten(current)
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if key.startswith(RESUME_FREE) or key in RESUME_FREE:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+            a, b = list(a), list(b)
+        if a != b:
+            changes.append(f"{key}: {a!r} -> {b!r}")
+    return changes
+
+
+def check_resume_changes(run_dir: Path, saved: dict, current: dict, step: int, allow: bool) -> list[str]:
+    """Refuse changed settings on resume unless `allow`; accepted changes are appended to RUN/config-changes.jsonl.
+
+    Raises:
+        InputError: naming the changed settings and the way out.
+    """
+    changes = resume_changes(saved, current)
+    if changes and not allow:
+        shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if len(changes) > 6 else "")
+        raise InputError(f"--resume with other settings than {run_dir / 'checkpoints' / 'last.pt'} would not "
+                         f"continue the same run ({shown}); resume with the run's own config.yaml, or pass "
+                         "--allow-config-change to accept them (they are recorded in the run folder)")
+    if changes:
+        record = {"step": int(step), "time": time.strftime("%Y-%m-%d %H:%M:%S"), "changes": changes}
+        with open(run_dir / CHANGES_NAME, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        logger.warning("resuming %s at step %d with changed settings: %s", run_dir, step, "; ".join(changes))
+    return changes
+
+
+# --------------------------------------------------------------------------------------------------- folder
+
+
+def prepare_run_folder(run_dir: Path, resume: bool) -> bool:
+    """Decide how a run starts in `run_dir`; returns whether it resumes from `checkpoints/last.pt`.
+
+    - new or empty folder: a fresh start;
+    - a checkpoint: `resume` continues it; without `resume` the run is refused (it would be overwritten);
+    - no checkpoint, only what a p2g run writes (a run killed before its first checkpoint): a fresh start from
+      step 0 in place, with or without `resume`;
+    - anything else in the folder: refused, nothing touched.
+    Orphan temporary files of an interrupted checkpoint write are removed first.
+
+    Raises:
+        InputError: `run_dir` is a file, holds a run and `resume` is not given, or holds files p2g did not write.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--out {run_dir} is a file, not a run folder")
+    removed = remove_orphan_temporaries(run_dir / "checkpoints", ["last.pt", "best.pt"])
+    removed += remove_orphan_temporaries(run_dir, ["config.yaml", "init_report.json"])
+    if removed:
+        logger.info("removed %d temporary file(s) an interrupted run left: %s", len(removed),
+                    ", ".join(p.name for p in removed))
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        if not resume:
+            raise InputError(f"{run_dir} already holds a run (step in {last}); pass --resume to continue it or "
+                             "choose another --out")
+        return True
+    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES) if run_dir.is_dir() else []
+    if foreign:
+        raise InputError(f"{run_dir} is not empty and holds no checkpoint (it holds {foreign[0]}"
+                         f"{' and more' if len(foreign) > 1 else ''}); choose another --out")
+    if resume or (run_dir.is_dir() and any(run_dir.iterdir())):
+        logger.warning("%s holds no checkpoint yet (the run stopped before its first one): starting from step 0",
+                       run_dir)
+    return False
