@@ -27,9 +27,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.networks.nets import SwinUNETR
 from torch import nn
 
+from p2gmed.config import config_from_dict
 from p2gmed.errors import InputError
+from p2gmed.io import save_torch, write_text
+from p2gmed.models.baselines import ARCHITECTURES, build_architecture
+from p2gmed.models.network import swinunetr_kwargs
+from p2gmed.train.checkpoint import check_monai_version, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +203,6 @@ def init_from_checkpoint(
     Raises:
         InputError: not a p2gmed checkpoint, other modalities, or keys that do not match.
     """
-    from p2gmed.train.checkpoint import check_monai_version, load_checkpoint
-
     ckpt = load_checkpoint(path)
     check_monai_version(ckpt, path=path, allow=allow_mismatch)
     report = LoadReport(str(path))
@@ -336,10 +340,6 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         InputError: the file is not a p2gmed checkpoint, names an unknown architecture, or its weights do not
             load strictly.
     """
-    from p2gmed.config import config_from_dict
-    from p2gmed.models.baselines import ARCHITECTURES, build_architecture
-    from p2gmed.train.checkpoint import check_monai_version, load_checkpoint
-
     ckpt = load_checkpoint(path)
     check_monai_version(ckpt, path=path)
     architecture = ckpt.get("architecture", "p2g")
@@ -376,12 +376,6 @@ def export_monai_swinunetr(model_path: str | Path, out_path: str | Path) -> dict
     Returns:
         the `monai_kwargs`.
     """
-    from monai.networks.nets import SwinUNETR
-
-    from p2gmed.config import config_from_dict
-    from p2gmed.io import save_torch, write_text
-    from p2gmed.models.baselines import swinunetr_kwargs
-
     model, ckpt = model_from_checkpoint(model_path)
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, SwinUNETR):
