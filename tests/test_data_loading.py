@@ -249,7 +249,7 @@ def test_batch_shapes_determinism_and_consecutive_crops(loaded, cfg):
 
 def test_epoch_covers_every_subject_once_and_ranks_are_disjoint(loaded, cfg):
     cfg.train.batch_size = 1
-    assert steps_per_epoch(4, cfg, world=2) == 2 and steps_per_epoch(5, cfg, world=2) == 3
+    assert steps_per_epoch(4, 1, world=2) == 2 and steps_per_epoch(5, 1, world=2) == 3
     ranks = [TrainBatches(loaded, cfg, seed=0, rank=r, world=2) for r in range(2)]
     for epoch in range(2):
         seen = [i for s in range(2 * epoch, 2 * epoch + 2) for r in ranks for i in r.subject_indices(s)]

@@ -24,25 +24,20 @@ from p2gmed.train.runtime import lr_factor, step_seed, truncate_metrics
 
 
 class TinyTask:
+    terms = ("first", "second", "loss")
+
     def __init__(self, model: nn.Module, nan_at: int | None = None):
         self.model = model
         self.nan_at = nan_at
 
-    def run_step(self, batch, step, generator, after_modality=None):
-        terms = {"first": 0.0, "second": 0.0}
-        total = 0.0
-        for index, name in enumerate(terms):
+    def run_step(self, batch, generator):
+        for index, name in enumerate(("first", "second")):
             x = batch["image"][:, index : index + 1]
             noise = torch.randn(x.shape, generator=generator)
             loss = ((self.model(x + 0.1 * noise) - batch["target"]) ** 2).mean()
-            if self.nan_at is not None and step == self.nan_at:
+            if self.nan_at is not None and batch["step"] == self.nan_at:
                 loss = loss * float("nan")
-            loss.backward()
-            if after_modality is not None:
-                after_modality()
-            terms[name] = float(loss.detach())
-            total += terms[name]
-        return {"loss": total, **terms}
+            yield {name: loss, "loss": loss}
 
 
 def tiny_model(seed: int = 0) -> nn.Module:
@@ -61,7 +56,7 @@ class Batches:
             raise KeyboardInterrupt("simulated kill")
         g = torch.Generator().manual_seed(1000 + step)
         image = torch.randn(2, 2, 4, 4, 4, generator=g)
-        return {"image": image, "target": image.mean(1, keepdim=True), "subject": ["a", "b"]}
+        return {"image": image, "target": image.mean(1, keepdim=True), "subject": ["a", "b"], "step": step}
 
 
 def fixed_validation(model: nn.Module) -> dict:
@@ -111,9 +106,12 @@ def without_time(records):
 # resume exactness
 
 
-@pytest.mark.parametrize("update,schedule", [("per_step", "warmup_cosine"), ("per_modality", "constant")])
-def test_killed_and_resumed_run_is_bitwise_identical(tmp_path, update, schedule):
-    cfg = make_cfg(update=update, schedule=schedule, warmup_steps=2, grad_clip=1.0, val_every=2)
+@pytest.mark.parametrize(
+    "update,schedule,precision",
+    [("per_step", "warmup_cosine", "fp32"), ("per_modality", "constant", "fp32"), ("per_modality", "constant", "fp16")],
+)
+def test_killed_and_resumed_run_is_bitwise_identical(tmp_path, update, schedule, precision):
+    cfg = make_cfg(update=update, schedule=schedule, warmup_steps=2, grad_clip=1.0, val_every=2, precision=precision)
     straight = make_trainer(tmp_path / "a", cfg)
     straight.fit()
 
@@ -166,7 +164,8 @@ def test_metrics_config_tensorboard_and_checkpoint_contents(tmp_path):
     for r in records:
         assert {"step", "loss", "first", "second", "lr", "seconds"} <= set(r)
         assert all(math.isfinite(v) for v in r.values())
-        assert r["loss"] == pytest.approx(r["first"] + r["second"])
+        # each term is the mean over the backward passes that computed it, "loss" over all of them
+        assert r["loss"] == pytest.approx((r["first"] + r["second"]) / 2)
     assert "val_mse" in records[1] and "val_mse" in records[2] and "val_mse" not in records[0]
     assert (tmp_path / "config.yaml").read_text().startswith("data:")
     assert any((tmp_path / "tb").iterdir())
@@ -377,17 +376,44 @@ def test_all_gather_with_grad_two_processes(tmp_path):
 # precision and devices
 
 
-def test_bf16_on_cpu_trains_and_fp16_or_missing_cuda_are_refused(tmp_path):
+def test_bf16_on_cpu_trains_and_missing_cuda_is_refused(tmp_path):
     trainer = make_trainer(tmp_path / "bf16", make_cfg(precision="bf16"), max_steps=2, validation=False)
     trainer.fit()
     assert all(math.isfinite(r["loss"]) for r in read_metrics(tmp_path / "bf16"))
     before = tiny_model(0).state_dict()
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())  # it learned
-    with pytest.raises(InputError, match="fp16"):
-        make_trainer(tmp_path / "fp16", make_cfg(precision="fp16"))
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA device"):
             make_trainer(tmp_path / "cuda", make_cfg(device="cuda"))
+
+
+def _updates(run, precision, update):
+    """One training step; the gradients the optimizer sees at each update, the conv output dtypes, the trainer."""
+    trainer = make_trainer(run, make_cfg(precision=precision, update=update), max_steps=1, validation=False)
+    seen, dtypes = [], []
+    trainer.optimizer.register_step_pre_hook(
+        lambda *_: seen.append([p.grad.clone() for p in trainer.model.parameters()])
+    )
+    trainer.model[0].register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    trainer.fit()
+    return seen, dtypes, trainer
+
+
+@pytest.mark.parametrize("update", ["per_step", "per_modality"])
+def test_fp16_scales_the_loss_and_updates_with_unscaled_gradients(tmp_path, update):
+    reference, dtypes32, _ = _updates(tmp_path / "fp32", "fp32", update)
+    scaled, dtypes16, trainer = _updates(tmp_path / "fp16", "fp16", update)
+    assert set(dtypes32) == {torch.float32} and set(dtypes16) == {torch.float16}  # autocast is on
+    assert trainer.scaler.is_enabled() and trainer.scaler.get_scale() > 1  # the backward ran on scaled losses
+    assert len(scaled) == len(reference) == (2 if update == "per_modality" else 1)
+    # the optimizer sees the gradients of fp32 up to fp16 rounding, never the scaled ones (x 65536); with
+    # per_modality the gradients kept from the first modality are brought back to the loss scale before the
+    # second backward adds to them
+    for ours, theirs in zip(scaled, reference, strict=True):
+        for g16, g32 in zip(ours, theirs, strict=True):
+            torch.testing.assert_close(g16, g32, rtol=3e-2, atol=3e-3)
+    saved = torch.load(tmp_path / "fp16/checkpoints/last.pt", weights_only=True)["scaler"]
+    assert saved["scale"] == trainer.scaler.get_scale()
 
 
 def _train_worker(rank: int, world: int, port: int, run: str) -> None:

@@ -10,14 +10,11 @@ import pytest
 import torch
 
 from p2gmed.cli import main
+from p2gmed.losses.decomposition import masked_mean_error
 from p2gmed.models.baselines import build_baseline
 from p2gmed.models.network import build_model
-from p2gmed.losses.synthesis import MaskedRegressionLoss
-from p2gmed.train.finetune import (
-    SegmentationTask,
-    SynthesisTask,
-    draw_subsets,
-)
+from p2gmed.train.engine import mean_terms
+from p2gmed.train.finetune import SegmentationTask, SynthesisTask, draw_subsets
 from p2gmed.train.validation import segmentation_validation, synthesis_validation
 
 SHAPE = (32, 32, 64)
@@ -34,6 +31,17 @@ def _batch(n=2, labels=True, seed=0):
     if labels:
         batch["label"] = torch.randint(0, 4, (n, 1, *SHAPE), generator=gen)
     return batch
+
+
+def run_step(task, batch, generator, passes=None):
+    """What the engine does with a step's losses: one backward per yielded dict, then the mean of each term."""
+    records = []
+    for terms in task.run_step(batch, generator):
+        terms["loss"].backward()
+        records.append({name: float(value.detach()) for name, value in terms.items()})
+    if passes is not None:
+        passes.append(len(records))
+    return mean_terms(records, task.terms)
 
 
 def test_draw_subsets_properties_and_uniformity():
@@ -56,24 +64,24 @@ def test_masked_regression_hand_worked():
     target = torch.tensor([[1.0, 3.0], [100.0, 100.0]]).reshape(1, 2, 1, 1, 2)
     available = torch.tensor([[True, False]])  # channel 1 is missing: ignored whatever it holds
     foreground = torch.tensor([True, True]).reshape(1, 1, 1, 1, 2)
-    assert MaskedRegressionLoss("mse")(pred, target, available, foreground).item() == pytest.approx(5.0)
-    assert MaskedRegressionLoss("l1")(pred, target, available, foreground).item() == pytest.approx(2.0)
+    assert masked_mean_error(pred, target, available, foreground).item() == pytest.approx(5.0)
+    assert masked_mean_error(pred, target, available, foreground, kind="l1").item() == pytest.approx(2.0)
     foreground[..., 1] = False
-    assert MaskedRegressionLoss("mse")(pred, target, available, foreground).item() == pytest.approx(1.0)
+    assert masked_mean_error(pred, target, available, foreground).item() == pytest.approx(1.0)
 
 
 class _Capture:
-    """Wraps a task's `task_inputs` to keep the predictions it is given."""
+    """Wraps a task's `task_terms` to keep the predictions it is given."""
 
     def __init__(self, task):
         self.predictions = []
-        original = task.task_inputs
+        original = task.task_terms
 
         def capture(prediction, batch, rows):
             self.predictions.append((prediction.detach().clone(), rows.clone()))
             return original(prediction, batch, rows)
 
-        task.task_inputs = capture
+        task.task_terms = capture
 
 
 def test_segmentation_step_trains_what_forward_subset_predicts(tiny_cfg):
@@ -84,7 +92,7 @@ def test_segmentation_step_trains_what_forward_subset_predicts(tiny_cfg):
     batch = _batch()
     gen = torch.Generator().manual_seed(3)
     subset = draw_subsets(batch["available"], batch["subject"], torch.Generator().manual_seed(3))
-    terms = task.run_step(batch, 0, gen)
+    terms = run_step(task, batch, gen)
     assert set(terms) == {"dice", "ce", "invariance", "loss"} and all(
         torch.isfinite(torch.tensor(list(terms.values())))
     )
@@ -99,15 +107,15 @@ def test_segmentation_step_trains_what_forward_subset_predicts(tiny_cfg):
         assert terms["invariance"] > 0
 
 
-def test_per_modality_decoding_calls_after_modality_per_source(tiny_cfg):
+def test_per_modality_decoding_yields_one_loss_per_source(tiny_cfg):
     tiny_cfg.tune.train_decode = "per_modality"
     model = build_model(tiny_cfg, 4)
     task = SynthesisTask(model, tiny_cfg, "p2g")
     batch = _batch(n=1, labels=False)
     batch["available"][0, 1:] = False  # one modality: the subset is {t1n}
     calls = []
-    terms = task.run_step(batch, 0, torch.Generator().manual_seed(0), after_modality=lambda: calls.append(1))
-    assert len(calls) == 1 and terms["invariance"] == 0.0 and terms["mse"] > 0
+    terms = run_step(task, batch, torch.Generator().manual_seed(0), passes=calls)
+    assert calls == [1] and terms["invariance"] == 0.0 and terms["mse"] > 0
 
 
 def test_baseline_step_zeroes_the_modalities_outside_the_subset(tiny_cfg):
@@ -118,7 +126,7 @@ def test_baseline_step_zeroes_the_modalities_outside_the_subset(tiny_cfg):
     batch = _batch(n=1)
     gen_copy = torch.Generator().manual_seed(5)
     subset = draw_subsets(batch["available"], batch["subject"], gen_copy)[0]
-    terms = task.run_step(batch, 0, torch.Generator().manual_seed(5))
+    terms = run_step(task, batch, torch.Generator().manual_seed(5))
     assert "invariance" not in terms  # no per-modality X' in a stacked baseline
     (x,) = seen
     assert torch.equal(x[0, ~subset], torch.zeros_like(x[0, ~subset]))
