@@ -108,10 +108,16 @@ def without_time(records):
 
 @pytest.mark.parametrize(
     "update,schedule,precision",
-    [("per_step", "warmup_cosine", "fp32"), ("per_modality", "constant", "fp32"), ("per_modality", "constant", "fp16")],
+    [
+        ("per_step", "warmup_cosine", "fp32"),
+        ("per_modality", "constant", "fp32"),
+        ("per_modality", "constant", "fp16"),
+    ],
 )
 def test_killed_and_resumed_run_is_bitwise_identical(tmp_path, update, schedule, precision):
-    cfg = make_cfg(update=update, schedule=schedule, warmup_steps=2, grad_clip=1.0, val_every=2, precision=precision)
+    cfg = make_cfg(
+        update=update, schedule=schedule, warmup_steps=2, grad_clip=1.0, val_every=2, precision=precision
+    )
     straight = make_trainer(tmp_path / "a", cfg)
     straight.fit()
 
@@ -331,7 +337,11 @@ def test_single_process_helpers_are_identities():
 def _join_as(rank: int, world: int, port: int) -> None:
     """Set the environment torchrun would give `rank` (one thread, so two ranks share the two cores)."""
     os.environ.update(
-        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
 
@@ -388,7 +398,7 @@ def test_bf16_on_cpu_trains_and_missing_cuda_is_refused(tmp_path):
 
 
 def _updates(run, precision, update):
-    """One training step; the gradients the optimizer sees at each update, the conv output dtypes, the trainer."""
+    """One training step: the gradients the optimizer sees at each update, conv output dtypes, trainer."""
     trainer = make_trainer(run, make_cfg(precision=precision, update=update), max_steps=1, validation=False)
     seen, dtypes = [], []
     trainer.optimizer.register_step_pre_hook(

@@ -62,7 +62,9 @@ def stand_ins(monkeypatch):
     import p2gmed.train.run as run
 
     monkeypatch.setattr(
-        run, "build_architecture", lambda cfg, architecture, out_channels: nn.Conv3d(out_channels, out_channels, 1)
+        run,
+        "build_architecture",
+        lambda cfg, architecture, out_channels: nn.Conv3d(out_channels, out_channels, 1),
     )
     monkeypatch.setattr(run, "PretrainTask", StandInTask)
 

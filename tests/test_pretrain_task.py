@@ -49,7 +49,7 @@ def make_task(cfg, seed=0):
 
 
 def run_step(task, batch, generator, passes=None):
-    """What the engine does with a step's losses: one backward per yielded dict, then the mean of each term."""
+    """What the engine does with a step's losses: a backward per yielded dict, then each term's mean."""
     records = []
     for terms in task.run_step(batch, generator):
         terms["loss"].backward()

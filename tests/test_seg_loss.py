@@ -53,7 +53,9 @@ def test_dice_hand_worked_and_total():
     terms = {"dice": mmformer_dice()(logits, target), "ce": weighted_cross_entropy(logits, target)}
     assert terms["dice"].item() == pytest.approx(dice, rel=1e-5)
     assert terms["ce"].item() == pytest.approx(ce, rel=1e-6)
-    assert weighted_total(terms, {"dice": 2.0, "ce": 0.5}).item() == pytest.approx(2.0 * dice + 0.5 * ce, rel=1e-5)
+    assert weighted_total(terms, {"dice": 2.0, "ce": 0.5}).item() == pytest.approx(
+        2.0 * dice + 0.5 * ce, rel=1e-5
+    )
 
 
 def test_loss_falls_for_a_better_prediction_and_has_gradients():

@@ -9,8 +9,9 @@ from p2gmed.train.distributed import local_rank
 
 
 def resolve_device(name: str) -> torch.device:
-    """The device a name means: "auto" -> this process's GPU if CUDA is available, else the CPU; "cuda" -> this
-    process's GPU (torchrun's LOCAL_RANK, 0 without torchrun); "cpu" and "cuda:N" as written.
+    """The device a name means.
+
+    "auto" -> this process's GPU if CUDA is available, else the CPU; "cuda" -> this process's GPU (torchrun's LOCAL_RANK, 0 without torchrun); "cpu" and "cuda:N" as written.
 
     Raises:
         InputError: a string that names no device, or CUDA asked for on a machine without it.

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from p2gmed.config import Config
 
 
-def add_run_arguments(p: argparse.ArgumentParser, *, data_help: str = "data set folder (any supported layout)") -> None:
+def add_run_arguments(
+    p: argparse.ArgumentParser, *, data_help: str = "data set folder (any supported layout)"
+) -> None:
     """--data, --out, --config, --max-steps, --resume, --set, --device."""
     p.add_argument("--data", required=True, type=Path, metavar="DIR", help=data_help)
     p.add_argument(
@@ -53,8 +55,8 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 def run_config(args: argparse.Namespace, **sections: dict[str, Any]) -> Config:
     """The preset and its `--set` overrides, then the command's flags as typed fields (the flags win).
 
-    `--device` sets train.device; `--max-steps N` sets train.max_steps = N and train.epochs = 0 (it replaces an
-    epoch count); `sections` are the command's own fields, e.g. `tune={"task": "segmentation"}`.
+    `--device` sets train.device; `--max-steps N` sets train.max_steps = N and train.epochs = 0 (it replaces
+    an epoch count); `sections` are the command's own fields, e.g. `tune={"task": "segmentation"}`.
 
     Raises:
         InputError: a bad preset or override, or --max-steps below 1.

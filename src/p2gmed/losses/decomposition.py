@@ -86,4 +86,6 @@ class DecompositionLoss(nn.Module):
         self.background_weight = background_weight
 
     def forward(self, prediction: Tensor, target: Tensor, available: Tensor, foreground: Tensor) -> Tensor:
-        return masked_mean_error(prediction, target, available, foreground, background_weight=self.background_weight)
+        return masked_mean_error(
+            prediction, target, available, foreground, background_weight=self.background_weight
+        )

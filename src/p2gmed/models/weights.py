@@ -39,9 +39,8 @@ from p2gmed.train.checkpoint import check_monai_version, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-#: submodules of MONAI SwinUNETR that form the encoder E: the Swin transformer, exactly what `P2GNet.encode`
-#: runs and what Tang et al. 2022 release (SwinUNETR's conv blocks `encoder1..4/10` belong to the decoder D
-#: here)
+#: submodules of MONAI SwinUNETR that form the encoder E: the Swin transformer, what `P2GNet.encode` runs and
+#: Tang et al. 2022 release (SwinUNETR's conv blocks `encoder1..4/10` belong to the decoder D here)
 ENCODER_PARTS = ("swinViT.",)
 #: the output layer, re-initialised when the number of output channels changes
 OUT_LAYER = "backbone.out."
@@ -386,9 +385,7 @@ def export_monai_swinunetr(model_path: str | Path, out_path: str | Path) -> dict
     cfg = config_from_dict(ckpt["config"])
     kwargs = swinunetr_kwargs(cfg, backbone.out.conv.conv.out_channels)
     state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
-    SwinUNETR(**kwargs).load_state_dict(
-        state, strict=True
-    )  # the promise of this file, checked before writing
+    SwinUNETR(**kwargs).load_state_dict(state, strict=True)  # the promise of this file, checked before writing
     meta = {
         "source": str(model_path),
         "task": ckpt.get("task"),
@@ -398,7 +395,6 @@ def export_monai_swinunetr(model_path: str | Path, out_path: str | Path) -> dict
         "versions": ckpt.get("versions"),
     }
     save_torch({"state_dict": state, "monai_kwargs": kwargs, "p2gmed": meta}, out_path)
-    write_text(
-        Path(str(out_path) + ".json"), json.dumps({"monai_kwargs": kwargs, "p2gmed": meta}, indent=2) + "\n"
-    )
+    sidecar = json.dumps({"monai_kwargs": kwargs, "p2gmed": meta}, indent=2) + "\n"
+    write_text(Path(str(out_path) + ".json"), sidecar)
     return kwargs

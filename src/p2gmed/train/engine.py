@@ -23,7 +23,6 @@ a resumed run is bit-identical to an uninterrupted one).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -42,7 +41,7 @@ from p2gmed.errors import InputError
 from p2gmed.io import write_text
 from p2gmed.train import distributed as dist_utils
 from p2gmed.train.checkpoint import load_checkpoint, restore_rng, save_checkpoint
-from p2gmed.train.runtime import lr_factor, step_seed, to_device, truncate_metrics
+from p2gmed.train.runtime import append_metrics, lr_factor, step_seed, to_device, truncate_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +52,10 @@ class Task(Protocol):
     #: names of the active (non-zero weight) loss terms; a step that computes none of one logs 0.0 for it
     terms: tuple[str, ...]
 
-    def run_step(self, batch: dict[str, Any], generator: torch.Generator) -> Iterator[dict[str, torch.Tensor]]:
-        """Forward passes of one step: yields, per backward pass, every unweighted term and the weighted "loss"."""
+    def run_step(
+        self, batch: dict[str, Any], generator: torch.Generator
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Forward passes of one step: yields, per backward pass, every unweighted term and "loss"."""
         ...
 
 
@@ -127,7 +128,10 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.task, self.batch_fn, self.validation, self.resume = task, batch_fn, validation, resume
         self.meta = dict(
-            task=task_name, architecture=architecture, out_channels=out_channels, modalities=list(modalities),
+            task=task_name,
+            architecture=architecture,
+            out_channels=out_channels,
+            modalities=list(modalities),
             labels=labels,
         )
         self.max_steps = int(max_steps)
@@ -138,7 +142,8 @@ class Trainer:
         self.precision = self.tcfg.precision
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=self.tcfg.lr,
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=self.tcfg.lr,
             weight_decay=self.tcfg.weight_decay,
         )
         schedule, warmup = self.tcfg.schedule, self.tcfg.warmup_steps
@@ -166,9 +171,16 @@ class Trainer:
         """Write RUN/checkpoints/<name>.pt (rank 0 only), atomically."""
         if self.is_main:
             save_checkpoint(
-                self.checkpoint_dir / f"{name}.pt", model=self.model, step=self.step,
-                config=config_to_dict(self.cfg), optimizer=self.optimizer, scheduler=self.scheduler,
-                scaler=self.scaler, best=self.best, extra={"bad_validations": self.bad_validations}, **self.meta,
+                self.checkpoint_dir / f"{name}.pt",
+                model=self.model,
+                step=self.step,
+                config=config_to_dict(self.cfg),
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                scaler=self.scaler,
+                best=self.best,
+                extra={"bad_validations": self.bad_validations},
+                **self.meta,
             )
         dist_utils.barrier()
 
@@ -203,7 +215,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _forward(self, losses: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
-        """The task's loss dicts, each computed under autocast (the backward runs outside it, as torch advises)."""
+        """The task's loss dicts, each computed under autocast (the backward runs outside it)."""
         while True:
             with self._autocast():
                 terms = next(losses, None)
@@ -214,7 +226,7 @@ class Trainer:
             yield terms
 
     def _check_finite(self, pending: list[dict[str, float]], index: int) -> None:
-        """Stop before an update applies non-finite gradients (all ranks together, or the others would hang)."""
+        """Stop before an update applies non-finite gradients (all ranks together, or others would hang)."""
         bad = sorted({key for record in pending for key, value in record.items() if not math.isfinite(value)})
         if self.world > 1 and dist_utils.reduce_mean({"bad": float(bool(bad))})["bad"] > 0 and not bad:
             bad = ["on another rank"]
@@ -225,20 +237,9 @@ class Trainer:
                 "train.grad_clip or use train.precision fp32"
             )
 
-    def _average_gradients(self) -> None:
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if self.world > 1 and grads:
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            torch.distributed.all_reduce(flat)
-            flat /= self.world
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset : offset + g.numel()].view_as(g))
-                offset += g.numel()
-
     def _update(self) -> None:
         """Average gradients over ranks, unscale and clip them, then one optimizer update."""
-        self._average_gradients()
+        dist_utils.average_gradients(self.model.parameters())
         self.scaler.unscale_(self.optimizer)  # a no-op without fp16
         if self.tcfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
@@ -248,14 +249,19 @@ class Trainer:
             self._rescale_kept_gradients()
 
     def _rescale_kept_gradients(self) -> None:
-        """per_modality keeps the gradients for the next modality (the authors' release): `scaler.step` left them
-        unscaled, and the next backward adds gradients at the new scale, so bring them to it. A skipped update
-        (overflow) drops them instead."""
+        """per_modality keeps the gradients for the next modality (the authors' release).
+
+        `scaler.step` left them unscaled, and the next backward adds gradients at the new scale: bring them to
+        it. After a skipped update (overflow) they are dropped instead.
+        """
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         finite = all(bool(torch.isfinite(g).all()) for g in grads)
         scale = self.scaler.get_scale()
         for g in grads:
-            g.mul_(scale) if finite else g.zero_()
+            if finite:
+                g.mul_(scale)
+            else:
+                g.zero_()
 
     def train_step(self) -> dict[str, float]:
         """One step: the task's forward passes, a scaled backward after each, the update(s); returns the mean
@@ -284,7 +290,7 @@ class Trainer:
         self.step = index + 1
         return {**mean_terms(records + pending, self.task.terms), "lr": lr}
 
-    # ---------------------------------------------------------------------------------------------- validation
+    # ------------------------------------------------------------------------------------------ validation
     def run_validation(self) -> dict[str, float]:
         """Validate (all ranks; results averaged), update best.pt and the early-stopping counter."""
         assert self.validation is not None
@@ -312,20 +318,6 @@ class Trainer:
         return {f"val_{k}": v for k, v in metrics.items()}
 
     # ---------------------------------------------------------------------------------------------- the run
-    def _log(self, record: dict[str, float], writer: SummaryWriter | None) -> None:
-        if not self.is_main:
-            return
-        with open(self.metrics_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        if writer is not None:
-            for key, value in record.items():
-                if key == "step":
-                    continue
-                tag = key.replace("val_", "val/", 1) if key.startswith("val_") else f"loss/{key}"
-                if key in ("lr", "seconds"):
-                    tag = f"train/{key}"
-                writer.add_scalar(tag, value, record["step"])
-
     def _prepare_run_dir(self) -> None:
         last = self.checkpoint_dir / "last.pt"
         if self.resume:
@@ -348,14 +340,17 @@ class Trainer:
         self._prepare_run_dir()
         last = self.checkpoint_dir / "last.pt"
         if self.step >= self.max_steps:
-            logger.info("run %s is already at step %d >= max_steps %d", self.run_dir, self.step, self.max_steps)
+            logger.info(
+                "run %s is already at step %d >= max_steps %d", self.run_dir, self.step, self.max_steps
+            )
             return last
         writer, progress = None, None
         if self.is_main:
             # purge_step drops events a killed run wrote after its last checkpoint
             writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1 if self.step else None)
-            progress = tqdm(total=self.max_steps, initial=self.step, desc=self.meta["task"], unit="step",
-                            leave=False)
+            progress = tqdm(
+                total=self.max_steps, initial=self.step, desc=self.meta["task"], unit="step", leave=False
+            )
         tc = self.tcfg
         self.model.train()
         try:
@@ -372,15 +367,19 @@ class Trainer:
                 if step % max(1, tc.log_every) == 0 or final or stop or validated:
                     averaged = {k: v for k, v in record.items() if k not in ("step", "seconds")}
                     record.update(dist_utils.reduce_mean(averaged))
-                    self._log(record, writer)
+                    if self.is_main:
+                        append_metrics(self.metrics_path, record, writer)
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{record['loss']:.4f}")
                 if final or stop or (tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0):
                     self.save("last")
                 if stop:
-                    logger.info("early stopping at step %d: %d validations without improvement", step,
-                                self.bad_validations)
+                    logger.info(
+                        "early stopping at step %d: %d validations without improvement",
+                        step,
+                        self.bad_validations,
+                    )
                     break
         finally:
             if progress is not None:

@@ -78,7 +78,9 @@ class FinetuneTask(abc.ABC):
 
     def __init__(self, model: nn.Module, cfg: Config, architecture: str) -> None:
         self.model, self.cfg, self.architecture = model, cfg, architecture
-        invariance = cfg.loss.invariance if architecture == "p2g" else 0.0  # a baseline has no per-modality X'
+        invariance = (
+            cfg.loss.invariance if architecture == "p2g" else 0.0
+        )  # a baseline has no per-modality X'
         weights = {**self.task_weights(cfg), "invariance": invariance}
         self.weights = {name: weight for name, weight in weights.items() if weight > 0}
         self.terms = (*self.weights, "loss")
@@ -105,7 +107,11 @@ class FinetuneTask(abc.ABC):
             the subset with `tune.train_decode: per_modality`.
         """
         device = next(self.model.parameters()).device
-        batch = {**batch, "image": batch["image"].to(device).float(), "foreground": batch["foreground"].to(device).bool()}
+        batch = {
+            **batch,
+            "image": batch["image"].to(device).float(),
+            "foreground": batch["foreground"].to(device).bool(),
+        }
         available = torch.as_tensor(batch["available"], dtype=torch.bool).cpu()
         subset = draw_subsets(available, list(batch.get("subject", [""] * len(available))), generator)
         rows = subset.any(1).nonzero().flatten()
@@ -113,18 +119,24 @@ class FinetuneTask(abc.ABC):
             subjects = ", ".join(map(str, batch.get("subject", [])))
             raise DataError(f"no modality is available in any crop of {subjects}")
         if self.architecture != "p2g":
-            terms = self.task_terms(self.model(mask_missing(batch["image"][rows.to(device)], subset[rows])), batch, rows)
+            terms = self.task_terms(
+                self.model(mask_missing(batch["image"][rows.to(device)], subset[rows])), batch, rows
+            )
             yield {**terms, "loss": weighted_total(terms, self.weights)}
         elif self.cfg.tune.train_decode == "per_modality":
             yield from self._decode_each_modality(batch, subset, generator)
         else:
             yield self._decode_subset_mean(batch, subset, generator)
 
-    def _encode(self, image: Tensor, modality: int, rows: Tensor, anchor: RunningAnchor) -> tuple[Tensor, list[Tensor], Tensor | None]:
-        """X'_i and the skips of modality `modality` on the crops `rows`; the invariance term against the anchor
-        (None for the crops' first modality or when the term is off), and the anchor updated."""
+    def _encode(
+        self, image: Tensor, modality: int, rows: Tensor, anchor: RunningAnchor
+    ) -> tuple[Tensor, list[Tensor], Tensor | None]:
+        """X'_i and the skips of modality `modality` on the crops `rows`; the invariance term against the
+        anchor        (None for the crops' first modality or when the term is off), and the anchor updated."""
         m = image.shape[1]
-        z, skips = self.model.encode(image[rows.to(image.device), modality : modality + 1].expand(-1, m, -1, -1, -1))
+        z, skips = self.model.encode(
+            image[rows.to(image.device), modality : modality + 1].expand(-1, m, -1, -1, -1)
+        )
         fused = self.model.fuse(z)
         invariance = None
         if "invariance" in self.weights:
@@ -156,7 +168,7 @@ class FinetuneTask(abc.ABC):
     def _decode_subset_mean(
         self, batch: Mapping[str, Any], subset: Tensor, generator: torch.Generator
     ) -> dict[str, Tensor]:
-        """Y' = D(mean_S X'_i, mean_S skips_i), what `P2GNet.forward_subset` predicts; L_ori(Y', Y) + L_inv."""
+        """Y' = D(mean_S X'_i, mean_S skips_i) as `P2GNet.forward_subset` predicts; L_ori(Y', Y) + L_inv."""
         image = batch["image"]
         n = subset.shape[0]
         anchor = RunningAnchor(n, self.cfg.loss.anchor)

@@ -14,9 +14,10 @@ step's generator (Algorithm 1 line numbers in brackets, docs/method.md maps them
     yield the terms and L_pre = sum_t w_t L_t                                 [Eq. 7]
 
 The engine back-propagates each yielded L_pre before the next modality is computed, so every modality's graph
-is freed by its own backward and memory does not grow with M. A zero weight means the term is not computed: contrast 0 skips both augmented views, equivariance 0 skips the rotation head
-(the input is still rotated: phi also makes the decomposition of Eq. 6 an equivariance constraint),
-invariance 0 skips the anchor, decomposition 0 skips the decoder.
+is freed by its own backward and memory does not grow with M. A zero weight means the term is not computed:
+contrast 0 skips both augmented views, equivariance 0 skips the rotation head (the input is still rotated: phi
+also makes the decomposition of Eq. 6 an equivariance constraint), invariance 0 skips the anchor,
+decomposition 0 skips the decoder.
 """
 
 from __future__ import annotations
@@ -164,13 +165,17 @@ class PretrainTask:
             rows = available[:, modality].nonzero().flatten()
             if rows.numel() == 0:
                 continue  # no crop has this modality
-            terms = self._modality_terms(image, available, foreground, modality, rows, anchor, generator, gather)
+            terms = self._modality_terms(
+                image, available, foreground, modality, rows, anchor, generator, gather
+            )
             if terms:
                 computed = True
                 yield {**terms, "loss": weighted_total(terms, self.weights)}
         if not computed:
-            raise DataError(f"no active loss term can be computed on {subjects} (e.g. invariance alone needs two "
-                            "modalities)")
+            raise DataError(
+                f"no active loss term can be computed on {subjects} (e.g. invariance alone needs two "
+                "modalities)"
+            )
 
     def _gather_negatives(self, available: Tensor, device: torch.device) -> bool:
         """Whether this step's contrastive embeddings are gathered over ranks.
@@ -212,7 +217,10 @@ class PretrainTask:
             view_a = model.embed_view(cuboid_noise_augment(x, generator))
             view_b = model.embed_view(cuboid_noise_augment(x, generator))
             if gather:
-                view_a, view_b = distributed.all_gather_with_grad(view_a), distributed.all_gather_with_grad(view_b)
+                view_a, view_b = (
+                    distributed.all_gather_with_grad(view_a),
+                    distributed.all_gather_with_grad(view_b),
+                )
             terms["contrast"] = self.contrast(view_a, view_b)
         z, skips = model.encode(x)
         fused = model.fuse(z)

@@ -7,8 +7,8 @@
     hand everything to the `Trainer`
 
 The kinds differ only in the task and the validation: pre-training runs Algorithm 1 (`PretrainTask`) and
-validates the decomposition error; tuning runs Algorithm 2 (`SynthesisTask` / `SegmentationTask`) and validates
-PSNR / Dice with sliding-window inference.
+validates the decomposition error; tuning runs Algorithm 2 (`SynthesisTask` / `SegmentationTask`) and
+validates PSNR / Dice with sliding-window inference.
 """
 
 from __future__ import annotations
@@ -117,7 +117,11 @@ def resolve_max_steps(train: TrainConfig, n_train: int, world: int = 1) -> int:
     Raises:
         InputError: fewer than 1 step.
     """
-    steps = train.epochs * steps_per_epoch(n_train, train.batch_size, world) if train.epochs > 0 else train.max_steps
+    steps = (
+        train.epochs * steps_per_epoch(n_train, train.batch_size, world)
+        if train.epochs > 0
+        else train.max_steps
+    )
     if steps < 1:
         raise InputError(f"the number of steps must be at least 1, got {steps}")
     return steps
@@ -129,7 +133,8 @@ def label_convention(subjects: list[Subject], data_dir: Path) -> str:
     if unlabelled:
         more = f" and {len(unlabelled) - 5} more" if len(unlabelled) > 5 else ""
         raise InputError(
-            f"{data_dir}: segmentation needs a label for every subject; {', '.join(unlabelled[:5])}{more} have none"
+            f"{data_dir}: segmentation needs a label for every subject; "
+            f"{', '.join(unlabelled[:5])}{more} have none"
         )
     conventions = sorted({str(s.labels) for s in subjects})
     if len(conventions) != 1 or conventions[0] == "None":
@@ -147,14 +152,20 @@ def initialise(model: nn.Module, cfg: Config, init: Path | None, init_swinvit: P
     if mode == "swinvit" and init_swinvit is None:
         raise InputError("tune.init swinvit needs the weight file (--init-swinvit FILE)")
     if mode != "scratch" and architecture == "unetr":
-        raise InputError("UNETR has no pre-trained weights here: use --architecture p2g or swinunetr to initialise")
+        raise InputError(
+            "UNETR has no pre-trained weights here: use --architecture p2g or swinunetr to initialise"
+        )
     if mode == "scratch":
         return None
     if mode == "swinvit":
         report = init_from_swinvit(model, init_swinvit, allow_mismatch=cfg.tune.allow_mismatch)
     else:
         report = init_from_checkpoint(
-            model, init, encoder_only=mode == "encoder", modalities=cfg.data.modalities, task=cfg.tune.task,
+            model,
+            init,
+            encoder_only=mode == "encoder",
+            modalities=cfg.data.modalities,
+            task=cfg.tune.task,
             allow_mismatch=cfg.tune.allow_mismatch,
         )
     return {"init": mode, **report.to_dict()}
@@ -174,7 +185,7 @@ def run_training(
     init_swinvit: str | Path | None = None,
     resume: bool = False,
 ) -> Path:
-    """Train `kind` ("pretrain", "synthesis" or "segmentation") on `data_dir`; returns RUN/checkpoints/last.pt.
+    """Train `kind` ("pretrain", "synthesis", "segmentation") on `data_dir`; returns RUN/checkpoints/last.pt.
 
     Args:
         kind: pre-training (Algorithm 1, always P2GNet) or a tuning task (Algorithm 2, `tune.architecture`).
@@ -187,7 +198,8 @@ def run_training(
 
     Raises:
         InputError: existing run without `resume`, `resume` without a checkpoint or with another task or model
-            configuration, bad data (DataError), labels or initialisation; each message names the file or option.
+            configuration, bad data (DataError), labels or initialisation; each message names the file or
+            option.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -203,8 +215,8 @@ def run_training(
     train_subjects, val_subjects = split_subjects(subjects, cfg.data, cfg.train.seed)
     if not train_subjects:
         raise InputError(
-            f"{data_dir}: no training subjects left after the validation split; lower data.val_fraction or fix "
-            "data.split_file"
+            f"{data_dir}: no training subjects left after the validation split; lower data.val_fraction or "
+            "fix data.split_file"
         )
     if cfg.train.val_subjects > 0:
         val_subjects = val_subjects[: cfg.train.val_subjects]
@@ -212,11 +224,18 @@ def run_training(
     train_loaded = load_subjects(train_subjects, cfg.data, progress=progress, with_label=labels is not None)
     batches = TrainBatches(train_loaded, cfg, seed=cfg.train.seed, rank=rank, world=world)
     max_steps = resolve_max_steps(cfg.train, len(train_loaded), world)
-    val_loaded = load_subjects(val_subjects, cfg.data, progress=progress, with_label=labels is not None) \
-        if val_subjects else None
+    val_loaded = (
+        load_subjects(val_subjects, cfg.data, progress=progress, with_label=labels is not None)
+        if val_subjects
+        else None
+    )
     logger.info(
-        "%s on %d subjects (%d held out for validation), modalities %s, %d steps", kind, len(train_loaded),
-        len(val_subjects), ", ".join(modalities), max_steps,
+        "%s on %d subjects (%d held out for validation), modalities %s, %d steps",
+        kind,
+        len(train_loaded),
+        len(val_subjects),
+        ", ".join(modalities),
+        max_steps,
     )
 
     out_channels = num_classes(labels) if labels else len(modalities)
@@ -244,8 +263,18 @@ def run_training(
             validation = Validation(synthesis_validation(val_loaded, cfg), "psnr", "max")
 
     trainer = Trainer(
-        model, task, batches.batch, cfg, out_dir, task_name=kind, architecture=architecture,
-        out_channels=out_channels, modalities=modalities, labels=labels, max_steps=max_steps,
-        validation=validation, resume=resume,
+        model,
+        task,
+        batches.batch,
+        cfg,
+        out_dir,
+        task_name=kind,
+        architecture=architecture,
+        out_channels=out_channels,
+        modalities=modalities,
+        labels=labels,
+        max_steps=max_steps,
+        validation=validation,
+        resume=resume,
     )
     return trainer.fit()

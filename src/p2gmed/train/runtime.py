@@ -53,6 +53,22 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def append_metrics(path: Path, record: dict[str, float], writer: Any = None) -> None:
+    """Append one record to `metrics.jsonl` and, given a TensorBoard writer, its scalars (loss/*, val/*,
+    train/lr, train/seconds) at `record["step"]`."""
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+    if writer is None:
+        return
+    for key, value in record.items():
+        if key == "step":
+            continue
+        tag = key.replace("val_", "val/", 1) if key.startswith("val_") else f"loss/{key}"
+        if key in ("lr", "seconds"):
+            tag = f"train/{key}"
+        writer.add_scalar(tag, value, record["step"])
+
+
 def truncate_metrics(path: Path, last_step: int) -> None:
     """Drop the lines of `metrics.jsonl` after `last_step` (a killed run logged steps it never saved)."""
     if not path.is_file():
