@@ -335,27 +335,33 @@ def test_single_process_helpers_are_identities():
 
 
 def _join_as(rank: int, world: int, port: int) -> None:
-    """Set the environment torchrun would give `rank` (one thread, so two ranks share the two cores)."""
+    """Set the environment torchrun gives `rank` (one thread, so two ranks share the two cores). As under
+    torchrun, the store the ranks meet at is hosted by the launcher (TORCHELASTIC_USE_AGENT_STORE)."""
     os.environ.update(
         RANK=str(rank),
         WORLD_SIZE=str(world),
         LOCAL_RANK=str(rank),
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
+        TORCHELASTIC_USE_AGENT_STORE="True",
     )
     torch.set_num_threads(1)
 
 
 def _run_two_ranks(worker, tmp_path) -> None:
-    """Run `worker(rank, 2, port, str(tmp_path))` in two forked processes on a free local port."""
-    import socket
+    """Run `worker(rank, 2, port, str(tmp_path))` in two forked processes.
+
+    This process hosts their rendezvous store on a port the operating system assigns and that stays bound
+    until both ranks are done (what torchrun's agent does), so no other test can take the port in between.
+    """
+    import datetime
 
     import torch.multiprocessing as mp
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.start_processes(worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
+    store = torch.distributed.TCPStore(
+        "127.0.0.1", 0, is_master=True, wait_for_workers=False, timeout=datetime.timedelta(seconds=120)
+    )
+    mp.start_processes(worker, args=(2, store.port, str(tmp_path)), nprocs=2, join=True, start_method="fork")
 
 
 def _gather_worker(rank: int, world: int, port: int, out_dir: str) -> None:

@@ -32,11 +32,13 @@ def nt_xent_numpy(a: np.ndarray, b: np.ndarray, t: float) -> float:
     return total / (2 * n)
 
 
-def test_contrastive_matches_hand_worked_nt_xent_two_subvolumes_two_views():
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(2, 2, 5))
-    loss = ContrastiveLoss(temperature=0.5)(torch.tensor(a), torch.tensor(b))
-    assert float(loss) == pytest.approx(nt_xent_numpy(a, b, 0.5), rel=1e-5)
+@pytest.mark.parametrize("n", [2, 3, 5])
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 2.0])
+def test_contrastive_matches_hand_worked_nt_xent(n, temperature):
+    rng = np.random.default_rng(n)
+    a, b = rng.normal(size=(2, n, 5))
+    loss = ContrastiveLoss(temperature=temperature)(torch.tensor(a), torch.tensor(b))
+    assert float(loss) == pytest.approx(nt_xent_numpy(a, b, temperature), rel=1e-5)
 
 
 def test_contrastive_closed_form():
