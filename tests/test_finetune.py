@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from p2gmed.cli import main
-from p2gmed.train import finetune
 from p2gmed.losses.decomposition import masked_mean_error
 from p2gmed.models.baselines import build_baseline
 from p2gmed.models.network import build_model
+from p2gmed.train import finetune
 from p2gmed.train.engine import mean_terms
 from p2gmed.train.finetune import SegmentationTask, SynthesisTask, draw_subsets
 from p2gmed.train.validation import segmentation_validation, synthesis_validation

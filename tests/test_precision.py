@@ -1,7 +1,7 @@
-"""Real pre-training and tuning steps through the Trainer under bf16 and fp16 autocast (fp16 with a GradScaler).
+"""Real pre-training and tuning steps through the Trainer under bf16 and fp16 autocast (fp16: GradScaler).
 
-fp16 convolutions are very slow on CPUs (about a minute for one tiny pre-training step), so the fp16 runs are in
-the slow suite; the fast suite checks the fp16 mechanics (scaled backward, unscaled updates) with a stand-in
+fp16 convolutions are very slow on CPUs (about a minute for one tiny pre-training step), so the fp16 runs are
+in the slow suite; the fast suite checks the fp16 mechanics (scaled backward, unscaled updates) with a stand-in
 model in test_engine.py.
 """
 
