@@ -9,6 +9,7 @@ The resolved configuration is written to every run folder as `config.yaml`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ import yaml
 
 from p2gmed.errors import InputError
 from p2gmed.modalities import canonical
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -262,12 +265,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise InputError(f"{key}: unsupported type {tp}")
 
 
+#: settings that never had an effect and were deleted; checkpoints and presets that still hold them load
+RETIRED_KEYS = ("tune.subset_sampling", "tune.combine")
+
+
 def _from_dict(cls: type, data: dict, prefix: str = "", base: Any = None) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     obj = base if base is not None else cls()
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
+        if full in RETIRED_KEYS:
+            log.warning("configuration key '%s' has no effect and is ignored", full)
+            continue
         if key not in names:
             raise InputError(f"unknown configuration key '{full}'; known keys here: {', '.join(sorted(names))}")
         tp = hints[key]
