@@ -228,6 +228,23 @@ def test_non_finite_loss_stops_without_a_bad_checkpoint(tmp_path):
     assert all(math.isfinite(v) for r in records for v in r.values())
 
 
+def test_a_step_with_nothing_to_learn_updates_nothing(tmp_path, caplog):
+    class Idle(TinyTask):
+        def run_step(self, batch, generator):
+            return iter(())  # e.g. invariance alone on a batch of single-modality crops
+
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = Trainer(
+        model, Idle(model), Batches(), make_cfg(), tmp_path, task_name="pretrain", out_channels=1,
+        modalities=["t1n"], max_steps=1,
+    )  # fmt: skip
+    trainer.fit()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    (record,) = read_metrics(tmp_path)
+    assert record["loss"] == record["first"] == 0.0 and "computed no loss" in caplog.text
+
+
 def test_step_seed_depends_on_every_part():
     seeds = {step_seed(s, t, r) for s in (0, 1) for t in (0, 1) for r in (0, 1)}
     assert len(seeds) == 8 and step_seed(3, 4, 5) == step_seed(3, 4, 5)

@@ -63,6 +63,10 @@ def test_real_step_in_mixed_precision(tiny_cfg, tmp_path, kind, precision):
     assert model.prior.prior.grad is not None and model.prior.prior.grad.abs().sum() > 0  # O is trained
     if kind == "pretrain":  # every parameter takes part in pre-training
         assert all(p.grad is not None for p in model.parameters())
-    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    updated = any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    if precision == "fp16":  # an overflow at the initial loss scale skips the update and halves the scale
+        assert updated != (trainer.scaler.get_scale() < 2.0**16)  # GradScaler starts at 2 ** 16
+    else:
+        assert updated
     saved = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
     assert (saved["scaler"] is not None) == (precision == "fp16")

@@ -281,11 +281,11 @@ class Trainer:
                 self._update()
                 records += pending
                 pending = []
-        if not (records or pending):
-            raise RuntimeError("the task's run_step yielded no loss for this step")
-        if not self.per_modality:
+        if pending:  # per_step
             self._check_finite(pending, index)
             self._update()
+        elif not records:
+            logger.warning("step %d: the task computed no loss (nothing active for this batch)", index + 1)
         self.scheduler.step()
         self.step = index + 1
         return {**mean_terms(records + pending, self.task.terms), "lr": lr}

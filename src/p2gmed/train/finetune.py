@@ -78,9 +78,8 @@ class FinetuneTask(abc.ABC):
 
     def __init__(self, model: nn.Module, cfg: Config, architecture: str) -> None:
         self.model, self.cfg, self.architecture = model, cfg, architecture
-        invariance = (
-            cfg.loss.invariance if architecture == "p2g" else 0.0
-        )  # a baseline has no per-modality X'
+        # a baseline reads the stacked modalities: it has no per-modality X' to make invariant
+        invariance = cfg.loss.invariance if architecture == "p2g" else 0.0
         weights = {**self.task_weights(cfg), "invariance": invariance}
         self.weights = {name: weight for name, weight in weights.items() if weight > 0}
         self.terms = (*self.weights, "loss")
@@ -119,20 +118,23 @@ class FinetuneTask(abc.ABC):
             subjects = ", ".join(map(str, batch.get("subject", [])))
             raise DataError(f"no modality is available in any crop of {subjects}")
         if self.architecture != "p2g":
-            terms = self.task_terms(
-                self.model(mask_missing(batch["image"][rows.to(device)], subset[rows])), batch, rows
-            )
-            yield {**terms, "loss": weighted_total(terms, self.weights)}
+            prediction = self.model(mask_missing(batch["image"][rows.to(device)], subset[rows]))
+            losses = iter([self._total(self.task_terms(prediction, batch, rows))])
         elif self.cfg.tune.train_decode == "per_modality":
-            yield from self._decode_each_modality(batch, subset, generator)
+            losses = self._decode_each_modality(batch, subset, generator)
         else:
-            yield self._decode_subset_mean(batch, subset, generator)
+            losses = iter([self._decode_subset_mean(batch, subset, generator)])
+        # nothing to learn from (e.g. only invariance on and a one-modality subset): no dict, no backward
+        yield from (terms for terms in losses if len(terms) > 1)
+
+    def _total(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {**terms, "loss": weighted_total(terms, self.weights)}
 
     def _encode(
         self, image: Tensor, modality: int, rows: Tensor, anchor: RunningAnchor
     ) -> tuple[Tensor, list[Tensor], Tensor | None]:
-        """X'_i and the skips of modality `modality` on the crops `rows`; the invariance term against the
-        anchor        (None for the crops' first modality or when the term is off), and the anchor updated."""
+        """X'_i and the skips of modality `modality` on the crops `rows`, and its invariance term against the
+        anchor (None for the crops' first modality or when the term is off); the anchor is updated."""
         m = image.shape[1]
         z, skips = self.model.encode(
             image[rows.to(image.device), modality : modality + 1].expand(-1, m, -1, -1, -1)
@@ -163,7 +165,7 @@ class FinetuneTask(abc.ABC):
         terms = self.task_terms(self.model.decode(fused, skips), batch, rows)
         if invariance is not None:
             terms["invariance"] = invariance
-        return {**terms, "loss": weighted_total(terms, self.weights)}
+        return self._total(terms)
 
     def _decode_subset_mean(
         self, batch: Mapping[str, Any], subset: Tensor, generator: torch.Generator
@@ -199,7 +201,7 @@ class FinetuneTask(abc.ABC):
         terms = self.task_terms(self.model.decode(mean(fused_sum), [mean(s) for s in skip_sums]), batch, rows)
         if invariance:
             terms["invariance"] = torch.stack(invariance).sum()
-        return {**terms, "loss": weighted_total(terms, self.weights)}
+        return self._total(terms)
 
 
 class SynthesisTask(FinetuneTask):

@@ -142,7 +142,7 @@ class PretrainTask:
             nothing.
 
         Raises:
-            DataError: no crop of the batch has any modality, or no term could be computed at all.
+            DataError: no crop of the batch has any modality.
             ValueError: inconsistent batch shapes.
         """
         device = next(self.model.parameters()).device
@@ -160,7 +160,6 @@ class PretrainTask:
             raise DataError(f"no modality is available in any crop of {subjects}")
         gather = "contrast" in self.weights and self._gather_negatives(available, device)
         anchor = RunningAnchor(n, self.cfg.loss.anchor)
-        computed = False
         for modality in torch.randperm(m, generator=generator).tolist():
             rows = available[:, modality].nonzero().flatten()
             if rows.numel() == 0:
@@ -169,13 +168,7 @@ class PretrainTask:
                 image, available, foreground, modality, rows, anchor, generator, gather
             )
             if terms:
-                computed = True
                 yield {**terms, "loss": weighted_total(terms, self.weights)}
-        if not computed:
-            raise DataError(
-                f"no active loss term can be computed on {subjects} (e.g. invariance alone needs two "
-                "modalities)"
-            )
 
     def _gather_negatives(self, available: Tensor, device: torch.device) -> bool:
         """Whether this step's contrastive embeddings are gathered over ranks.
