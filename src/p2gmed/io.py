@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import torch
+
 from p2gmed.errors import InputError
 
 
@@ -61,8 +64,6 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def save_torch(obj: Any, path: str | Path) -> None:
-    import torch
-
     with atomic_path(path) as tmp:
         try:
             torch.save(obj, tmp)
@@ -73,8 +74,6 @@ def save_torch(obj: Any, path: str | Path) -> None:
 def save_nifti(img: Any, path: str | Path) -> Path:
     """Save a nibabel image atomically. `.nii.gz` files are reproducible: the same image gives the same bytes
     (gzip header without time stamp or temp name)."""
-    import nibabel as nib
-
     path = Path(path)
     with atomic_path(path) as tmp:
         if path.name.endswith(".gz"):

@@ -10,6 +10,7 @@ the `RANK` / `WORLD_SIZE` / `LOCAL_RANK` variables torchrun sets.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 import torch
 import torch.distributed as dist
@@ -110,6 +111,20 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     if not is_distributed():
         return tensor
     return _GatherWithGrad.apply(tensor)
+
+
+def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
+    """Replace every gradient by its mean over ranks, in one all_reduce (no-op in a single process)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not is_distributed() or not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def reduce_mean(values: dict[str, float]) -> dict[str, float]:
