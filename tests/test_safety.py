@@ -86,6 +86,8 @@ def test_resume_changes_ignore_length_and_logging_but_not_seed_lr_or_split(tmp_p
 def test_run_folder_without_checkpoint_restarts_and_foreign_files_are_refused(tmp_path):
     run = tmp_path / "run"
     assert prepare_run_folder(run, resume=False) is False  # new
+    with pytest.raises(InputError, match="--resume needs"):  # nothing to resume: a typo in --out, maybe
+        prepare_run_folder(run, resume=True)
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text("x")
     (run / "metrics.jsonl").write_text("")

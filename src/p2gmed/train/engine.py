@@ -37,11 +37,12 @@ from tqdm.auto import tqdm
 
 from p2gmed.config import Config, config_to_dict, dump_config
 from p2gmed.device import resolve_device
-from p2gmed.errors import InputError
+from p2gmed.errors import InputError, Interrupted
 from p2gmed.io import write_text
 from p2gmed.train import distributed as dist_utils
 from p2gmed.train.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from p2gmed.train.runtime import append_metrics, lr_factor, step_seed, to_device, truncate_metrics
+from p2gmed.train.safety import NonFiniteError, StopSignals, non_finite_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +60,13 @@ class Task(Protocol):
         ...
 
 
-class NonFiniteLossError(InputError):
-    """The loss became NaN or infinite; the run stops without writing a checkpoint of that state."""
+class NonFiniteLossError(NonFiniteError):
+    """The loss, a parameter or a validation metric became NaN or infinite; the run stops (exit 1) without
+    writing a checkpoint of that state."""
+
+
+ADVICE = ("lower train.lr, set train.grad_clip or use train.precision fp32, then continue with --resume "
+          "--allow-config-change or start again")
 
 
 @dataclass
@@ -231,10 +237,23 @@ class Trainer:
         if self.world > 1 and dist_utils.reduce_mean({"bad": float(bool(bad))})["bad"] > 0 and not bad:
             bad = ["on another rank"]
         if bad:
+            raise NonFiniteLossError(f"the loss became non-finite at step {index + 1} ({', '.join(bad)}); "
+                                     f"{self._kept()}; {ADVICE}")
+
+    def _kept(self) -> str:
+        last = self.checkpoint_dir / "last.pt"
+        if last.is_file():
+            return f"the run stopped and {last} keeps the last finite state"
+        return "the run stopped before its first checkpoint"
+
+    def _check_parameters(self, index: int) -> None:
+        """After an update: stop before a non-finite parameter is ever saved or used (identical on every rank,
+        since the gradients were averaged)."""
+        bad = non_finite_parameters(self.model)
+        if bad:
             raise NonFiniteLossError(
-                f"the loss became non-finite at step {index + 1} ({', '.join(bad)}); the run stopped and "
-                f"{self.checkpoint_dir / 'last.pt'} keeps the last good state; lower train.lr, set "
-                "train.grad_clip or use train.precision fp32"
+                f"the parameters became non-finite in the update of step {index + 1} ({len(bad)} tensors, e.g. "
+                f"{bad[0]}); {self._kept()}; {ADVICE}"
             )
 
     def _update(self) -> None:
@@ -279,11 +298,13 @@ class Trainer:
             if self.per_modality:
                 self._check_finite(pending, index)
                 self._update()
+                self._check_parameters(index)
                 records += pending
                 pending = []
         if pending:  # per_step
             self._check_finite(pending, index)
             self._update()
+            self._check_parameters(index)
         elif not records:
             logger.warning("step %d: the task computed no loss (nothing active for this batch)", index + 1)
         self.scheduler.step()
@@ -306,7 +327,9 @@ class Trainer:
         if name not in metrics:
             raise RuntimeError(f"validation returned no '{name}' (got {sorted(metrics)})")
         value = metrics[name]
-        improved = math.isfinite(value) and (
+        if not math.isfinite(value):
+            raise NonFiniteLossError(f"validation {name} is {value} at step {self.step}; {self._kept()}; {ADVICE}")
+        improved = (
             self.best is None or (value < self.best["value"] if mode == "min" else value > self.best["value"])
         )
         if improved:
@@ -353,6 +376,7 @@ class Trainer:
             )
         tc = self.tcfg
         self.model.train()
+        signals = StopSignals().__enter__()
         try:
             while self.step < self.max_steps:
                 start = time.perf_counter()
@@ -372,8 +396,13 @@ class Trainer:
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{record['loss']:.4f}")
-                if final or stop or (tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0):
+                interrupted = self._stop_requested(signals)
+                if final or stop or interrupted or (tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0):
                     self.save("last")
+                if interrupted:
+                    name = "SIGTERM" if signals.exit_code == 143 else "SIGINT"
+                    raise Interrupted(f"stopped by {name} after step {step}; {last} holds it: continue with the same "
+                                      "command and --resume", signals.exit_code)
                 if stop:
                     logger.info(
                         "early stopping at step %d: %d validations without improvement",
@@ -382,8 +411,16 @@ class Trainer:
                     )
                     break
         finally:
+            signals.__exit__()
             if progress is not None:
                 progress.close()
             if writer is not None:
                 writer.close()
         return last
+
+    def _stop_requested(self, signals: StopSignals) -> bool:
+        """Whether a signal asked the run to stop, agreed over ranks (they must save and leave together)."""
+        requested = signals.requested is not None
+        if self.world > 1:
+            requested = dist_utils.reduce_mean({"stop": float(requested)})["stop"] > 0
+        return requested

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,28 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+@contextlib.contextmanager
+def run_folder_lock(run_dir: Path, take: bool = True) -> Iterator[None]:
+    """Hold the run folder's lock for the block (`take` False: another process of the run holds it). A folder
+    this call created is removed again if the run fails before writing anything into it."""
+    if not take:
+        yield
+        return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--out {run_dir} is a file, not a run folder")
+    created = not run_dir.exists()
+    lock = RunLock(run_dir).acquire()
+    try:
+        yield
+    except BaseException:
+        lock.release()
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK_NAME]:
+            lock.path.unlink()
+            run_dir.rmdir()
+        raise
+    lock.release()
 
 
 # --------------------------------------------------------------------------------------------------- signals
@@ -182,7 +206,9 @@ def resume_changes(saved: dict, current: dict) -> list[str]:
     return changes
 
 
-def check_resume_changes(run_dir: Path, saved: dict, current: dict, step: int, allow: bool) -> list[str]:
+def check_resume_changes(
+    run_dir: Path, saved: dict, current: dict, step: int, allow: bool, record: bool = True
+) -> list[str]:
     """Refuse changed settings on resume unless `allow`; accepted changes are appended to RUN/config-changes.jsonl.
 
     Raises:
@@ -194,10 +220,10 @@ def check_resume_changes(run_dir: Path, saved: dict, current: dict, step: int, a
         raise InputError(f"--resume with other settings than {run_dir / 'checkpoints' / 'last.pt'} would not "
                          f"continue the same run ({shown}); resume with the run's own config.yaml, or pass "
                          "--allow-config-change to accept them (they are recorded in the run folder)")
-    if changes:
-        record = {"step": int(step), "time": time.strftime("%Y-%m-%d %H:%M:%S"), "changes": changes}
+    if changes and record:
+        entry = {"step": int(step), "time": time.strftime("%Y-%m-%d %H:%M:%S"), "changes": changes}
         with open(run_dir / CHANGES_NAME, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+            handle.write(json.dumps(entry) + "\n")
         logger.warning("resuming %s at step %d with changed settings: %s", run_dir, step, "; ".join(changes))
     return changes
 
@@ -205,37 +231,42 @@ def check_resume_changes(run_dir: Path, saved: dict, current: dict, step: int, a
 # --------------------------------------------------------------------------------------------------- folder
 
 
-def prepare_run_folder(run_dir: Path, resume: bool) -> bool:
+def prepare_run_folder(run_dir: Path, resume: bool, clean: bool = True) -> bool:
     """Decide how a run starts in `run_dir`; returns whether it resumes from `checkpoints/last.pt`.
 
-    - new or empty folder: a fresh start;
+    - new or empty folder: a fresh start (`resume` is refused: there is nothing to resume, maybe a typo);
     - a checkpoint: `resume` continues it; without `resume` the run is refused (it would be overwritten);
     - no checkpoint, only what a p2g run writes (a run killed before its first checkpoint): a fresh start from
       step 0 in place, with or without `resume`;
     - anything else in the folder: refused, nothing touched.
-    Orphan temporary files of an interrupted checkpoint write are removed first.
+    Orphan temporary files of an interrupted checkpoint write are removed first (with `clean`: by the one
+    process of a multi-GPU run that writes files).
 
     Raises:
         InputError: `run_dir` is a file, holds a run and `resume` is not given, or holds files p2g did not write.
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"--out {run_dir} is a file, not a run folder")
-    removed = remove_orphan_temporaries(run_dir / "checkpoints", ["last.pt", "best.pt"])
-    removed += remove_orphan_temporaries(run_dir, ["config.yaml", "init_report.json"])
+    removed = []
+    if clean:
+        removed = remove_orphan_temporaries(run_dir / "checkpoints", ["last.pt", "best.pt"])
+        removed += remove_orphan_temporaries(run_dir, ["config.yaml", "init_report.json"])
     if removed:
         logger.info("removed %d temporary file(s) an interrupted run left: %s", len(removed),
                     ", ".join(p.name for p in removed))
     last = run_dir / "checkpoints" / "last.pt"
     if last.is_file():
         if not resume:
-            raise InputError(f"{run_dir} already holds a run (step in {last}); pass --resume to continue it or "
-                             "choose another --out")
+            raise InputError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
         return True
     foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES) if run_dir.is_dir() else []
     if foreign:
         raise InputError(f"{run_dir} is not empty and holds no checkpoint (it holds {foreign[0]}"
                          f"{' and more' if len(foreign) > 1 else ''}); choose another --out")
-    if resume or (run_dir.is_dir() and any(run_dir.iterdir())):
+    started = run_dir.is_dir() and any(p.name != LOCK_NAME for p in run_dir.iterdir())
+    if resume and not started:
+        raise InputError(f"--resume needs {last}, which does not exist; start the run without --resume")
+    if started:
         logger.warning("%s holds no checkpoint yet (the run stopped before its first one): starting from step 0",
                        run_dir)
     return False
