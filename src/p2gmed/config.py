@@ -25,6 +25,10 @@ from p2gmed.modalities import canonical
 log = logging.getLogger(__name__)
 
 
+#: the largest float32: a learning rate above it cannot even be applied to float32 parameters
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 @dataclass
 class DataConfig:
     layout: str = "auto"
@@ -203,8 +207,10 @@ class Config:
             )
         if self.model.feature_size % 12:
             raise InputError(f"model.feature_size must be a multiple of 12, got {self.model.feature_size}")
-        if not (math.isfinite(self.train.lr) and self.train.lr > 0):
-            raise InputError(f"train.lr must be a positive finite number, got {self.train.lr}")
+        if not (math.isfinite(self.train.lr) and 0 < self.train.lr <= FLOAT32_MAX):
+            raise InputError(
+                f"train.lr must be a positive finite number (at most {FLOAT32_MAX:.3g}), got {self.train.lr}"
+            )
         if self.train.batch_size < 1 or self.data.crops_per_subject < 1:
             raise InputError("train.batch_size and data.crops_per_subject must be at least 1")
         for name in ("contrast", "equivariance", "invariance", "decomposition", "mse", "dice", "ce"):

@@ -203,6 +203,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        self._apply_accepted_changes()
         if ckpt.get("scaler") is not None and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"])
@@ -212,6 +213,19 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.best = ckpt.get("best")
         self.bad_validations = int(ckpt.get("bad_validations", 0))
+
+    def _apply_accepted_changes(self) -> None:
+        """A learning rate or weight decay changed on resume (`--allow-config-change`) takes effect: the restored
+        optimizer and schedule would otherwise keep the checkpoint's. Unchanged values are left bit-exact."""
+        groups = self.optimizer.param_groups
+        if any(g["weight_decay"] != self.tcfg.weight_decay for g in groups):
+            for group in groups:
+                group["weight_decay"] = self.tcfg.weight_decay
+        if self.scheduler.base_lrs != [self.tcfg.lr] * len(groups):
+            self.scheduler.base_lrs = [self.tcfg.lr] * len(groups)
+            for group, lmbda in zip(groups, self.scheduler.lr_lambdas):
+                group["initial_lr"] = self.tcfg.lr
+                group["lr"] = self.tcfg.lr * lmbda(self.scheduler.last_epoch)
 
     # ---------------------------------------------------------------------------------------------- one step
     def _autocast(self) -> torch.autocast:

@@ -269,4 +269,8 @@ def prepare_run_folder(run_dir: Path, resume: bool, clean: bool = True) -> bool:
     if started:
         logger.warning("%s holds no checkpoint yet (the run stopped before its first one): starting from step 0",
                        run_dir)
+        if clean:  # the logs of the steps that were lost go with them
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            for events in (run_dir / "tb").glob("events.out.tfevents.*"):
+                events.unlink()
     return False
