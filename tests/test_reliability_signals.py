@@ -78,3 +78,24 @@ def test_a_failed_write_keeps_the_earlier_file_and_says_so(tmp_path):
     assert f"could not write {out}" in proc.stderr and "unchanged" in proc.stderr
     assert out.read_bytes() == before and torch.load(out, weights_only=True)["state_dict"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".swin")) == []
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_demo_training_resumes_on_the_next_run(tmp_path):
+    out = tmp_path / "demo"
+    proc = start("demo", "--quick", "--out", str(out), "--threads", "1", cwd=tmp_path)
+    wait_for(proc, "==> [2/")  # pre-training
+    metrics = out / "runs" / "pretrain" / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.is_file() and metrics.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert (out / "runs" / "pretrain" / "checkpoints" / "last.pt").is_file()
+    (out / "runs" / "pretrain" / "my-notes.txt").write_text("mine")
+    again = start("demo", "--quick", "--out", str(out), "--threads", "1", cwd=tmp_path)
+    text, err = again.communicate(timeout=900)
+    assert again.returncode == 0, err
+    assert "resuming the interrupted run" in text and (out / "report.md").is_file()
+    assert (out / "runs" / "pretrain" / "my-notes.txt").read_text() == "mine"

@@ -169,9 +169,13 @@ def test_execute_resumes_an_interrupted_training_run(tmp_path):
     (tmp_path / ".state" / "pre.json").unlink()
     (run / "checkpoints").mkdir(parents=True)
     (run / "checkpoints" / "last.pt").write_bytes(b"checkpoint of step 3")
+    (run / "notes.txt").write_text("the user's")
     steps.execute(plan, tmp_path / ".state", runner=calls.append, echo=lambda s: None)
     assert calls[-1] == ["pretrain", "--out", str(run), "--resume"]
     assert (run / "checkpoints" / "last.pt").exists()
+    steps.execute(plan, tmp_path / ".state", runner=calls.append, echo=lambda s: None, force=True)
+    assert calls[-1] == ["pretrain", "--out", str(run)]  # redone: p2g's run files removed, the user's kept
+    assert not (run / "checkpoints" / "last.pt").exists() and (run / "notes.txt").read_text() == "the user's"
 
 
 def test_interrupt_inside_a_plan_is_an_interrupt_not_a_failure(tmp_path):

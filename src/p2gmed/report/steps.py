@@ -21,6 +21,7 @@ import yaml
 from p2gmed.errors import InputError, Interrupted
 from p2gmed.io import write_text
 from p2gmed.outputs import OutputFolder, remove_recorded_tree
+from p2gmed.train.safety import RUN_FILES
 
 
 def fmt_cmd(argv: list[str]) -> str:
@@ -138,7 +139,9 @@ def execute(
         top.check_targets([marker], force=True)
         marker.unlink(missing_ok=True)
         resume = _prepare(step, top, force)
-        before = set() if resume else _files_under(step.outputs)  # an interrupted run's files are p2g's too
+        before = _files_under(step.outputs)
+        if resume:  # the files an interrupted run wrote are p2g's too, and get recorded with the rest
+            before = {f for f in before if f.relative_to(step.run).parts[0] not in RUN_FILES}
         start = time.perf_counter()
         write_configs(step, top)
         commands = list(step.commands) + (step.expand() if step.expand else [])
