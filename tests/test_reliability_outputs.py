@@ -148,3 +148,24 @@ def test_orphan_temporaries_match_only_atomic_write_names(tmp_path):
         (tmp_path / name).write_text("x")
     assert [p.name for p in remove_orphan_temporaries(tmp_path, ["last.pt"])] == [".last.pt.k2j4h5g6.pt"]
     assert len(list(tmp_path.iterdir())) == 4
+
+
+@pytest.mark.parametrize("command", [
+    ["pretrain", "--data", "{data}", "--config", "{config}"],
+    ["finetune", "--task", "synthesis", "--data", "{data}", "--config", "{config}"],
+    ["predict", "--model", "{model}", "--case-dir", "{data}"],
+    ["data", "make-demo"],
+    ["demo", "--quick"],
+    ["reproduce", "table1", "--data", "{data}"],
+    ["evaluate", "synthesis", "--pred", "{data}", "--ref", "{data}"],
+    ["export", "--model", "{model}", "--format", "monai-swinunetr"],
+])
+def test_out_that_is_an_existing_file_of_the_user_is_one_sentence_and_untouched(command, tmp_path, model, capsys):
+    data = brats21_case(tmp_path / "data")
+    target = tmp_path / ("mine.csv" if command[0] == "evaluate" else "mine.pt" if command[0] == "export" else "mine")
+    target.write_text("the user's own file")
+    config = Path(__file__).parents[1] / "configs" / "tiny-cpu.yaml"
+    argv = [a.format(data=data, model=model, config=config) for a in command]
+    rc, err = p2g(capsys, *argv, "--out", target)
+    assert rc == 2 and "Traceback" not in err and str(target) in err and err.count("\n") == 1, err
+    assert target.read_text() == "the user's own file"
