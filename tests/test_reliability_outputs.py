@@ -141,6 +141,10 @@ def test_redoing_a_step_removes_only_recorded_files(tmp_path):
     assert sorted(p.name for p in removed) == [".x.nii.gz.abcd1234.nii.gz", "b.csv", "x.nii.gz"]
     assert (tmp_path / "out" / "a" / "mine.txt").read_text() == "user" and folder.files() == []
     assert (tmp_path / "out" / MANIFEST).is_file()  # the folder stays p2g's: it may write there again
+    (tmp_path / "out" / "a" / "mine.txt").unlink()
+    (tmp_path / "out" / "a").rmdir()
+    folder.remove_recorded()  # nothing left of anyone: the record and the folder go
+    assert not (tmp_path / "out").exists()
 
 
 def test_orphan_temporaries_match_only_atomic_write_names(tmp_path):

@@ -212,7 +212,12 @@ class OutputFolder:
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         if self.is_recorded():
-            self._write(kept, None)
+            if kept or entries(self.path):
+                self._write(kept, None)
+            else:  # nothing of p2g's and nothing of the user's left: the record goes too
+                self.manifest.unlink()
+                if not any(self.path.iterdir()):
+                    self.path.rmdir()
         return removed
 
 

@@ -20,7 +20,7 @@ import yaml
 
 from p2gmed.errors import InputError, Interrupted
 from p2gmed.io import write_text
-from p2gmed.outputs import OutputFolder, remove_recorded_tree
+from p2gmed.outputs import MANIFEST, OutputFolder, remove_recorded_tree
 from p2gmed.train.safety import RUN_FILES
 
 
@@ -168,8 +168,8 @@ def _files_under(paths: tuple[Path, ...]) -> set[Path]:
     for path in paths:
         if path.is_file():
             found.add(path)
-        elif path.is_dir():
-            found |= {p for p in path.rglob("*") if p.is_file()}
+        elif path.is_dir():  # the records of sub-commands stay theirs
+            found |= {p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST}
     return found
 
 
