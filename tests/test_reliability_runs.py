@@ -192,13 +192,18 @@ def test_finetune_writes_init_report_only_once_the_device_is_accepted(data, tmp_
 # ------------------------------------------------------------------------------------------- signals and kills
 
 
+def default_sigint() -> None:
+    """pytest-xdist workers ignore SIGINT, and children inherit that; a user's shell does not."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def launch(tmp_path: Path, data: Path, run: Path, *extra: str) -> subprocess.Popen:
     script = tmp_path / "launcher.py"
     script.write_text(LAUNCHER)
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     argv = ["pretrain", "--data", str(data), "--out", str(run), "--config", CONFIG, *QUIET, *extra]
     return subprocess.Popen([sys.executable, str(script), *argv], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
 def wait_for_steps(run: Path, proc: subprocess.Popen, n: int, timeout: float = 180) -> None:

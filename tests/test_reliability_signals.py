@@ -15,11 +15,16 @@ import pytest
 SRC = str(Path(__file__).parents[1] / "src")
 
 
+def default_sigint() -> None:
+    """pytest-xdist workers ignore SIGINT, and children inherit that; a user's shell does not."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(*args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1",
            "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "p2gmed", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
 def wait_for(proc: subprocess.Popen, text: str, timeout: float = 240) -> str:

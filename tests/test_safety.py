@@ -107,3 +107,14 @@ def test_run_folder_without_checkpoint_restarts_and_foreign_files_are_refused(tm
     (tmp_path / "file").write_text("x")
     with pytest.raises(InputError, match="is a file"):
         prepare_run_folder(tmp_path / "file", resume=False)
+
+
+def test_a_signal_the_process_ignores_stays_ignored():
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as under nohup or in a background job
+    try:
+        with StopSignals() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            assert stop.requested is None and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)

@@ -128,7 +128,8 @@ class StopSignals:
     """Inside the block, SIGTERM and SIGINT set `requested` (the signal number) instead of killing the process.
 
     A second signal raises KeyboardInterrupt at once (checkpoints are written atomically, so that is safe).
-    Outside the main thread (where handlers cannot be installed) it does nothing.
+    A signal the process was started ignoring stays ignored; outside the main thread (where handlers cannot be
+    installed) it does nothing.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -151,6 +152,8 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
+                if signal.getsignal(signum) is signal.SIG_IGN:
+                    continue  # started ignoring it (nohup, a background job): keep ignoring it
                 self._old[signum] = signal.signal(signum, self._handle)
         return self
 
