@@ -24,7 +24,8 @@ from p2gmed.train.safety import (
 )
 
 SRC = str(Path(__file__).parents[1] / "src")
-HOLD = "from p2gmed.train.safety import RunLock; import sys, time; lock = RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(120)"
+HOLD = ("from p2gmed.train.safety import RunLock; import sys, time; lock = RunLock(sys.argv[1]).acquire(); "
+        "print('held', flush=True); time.sleep(120)")
 
 
 def hold_lock(run: Path) -> subprocess.Popen:

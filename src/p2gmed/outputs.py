@@ -133,7 +133,9 @@ class OutputFolder:
         record = {"written_by": "p2gmed", "version": str(__version__), "commands": commands, "files": files}
         write_text(self.manifest, json.dumps(record, indent=1) + "\n")
 
-    def check_targets(self, names: Iterable[str | Path], force: bool = False, force_option: str | None = "--force") -> None:
+    def check_targets(
+        self, names: Iterable[str | Path], force: bool = False, force_option: str | None = "--force"
+    ) -> None:
         """Refuse to write `names` (relative to the folder) over a file p2g did not record, or over its own
         earlier output without `force`.
 

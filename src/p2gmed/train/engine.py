@@ -42,7 +42,8 @@ from p2gmed.io import write_text
 from p2gmed.train import distributed as dist_utils
 from p2gmed.train.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from p2gmed.train.runtime import append_metrics, lr_factor, step_seed, to_device, truncate_metrics
-from p2gmed.train.safety import NonFiniteError, StopSignals, non_finite_parameters
+from p2gmed.train.safety import ADVICE, NonFiniteError, StopSignals, kept_sentence
+from p2gmed.train.safety import apply_optimizer_settings, check_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +62,7 @@ class Task(Protocol):
 
 
 class NonFiniteLossError(NonFiniteError):
-    """The loss, a parameter or a validation metric became NaN or infinite; the run stops (exit 1) without
-    writing a checkpoint of that state."""
-
-
-ADVICE = ("lower train.lr, set train.grad_clip or use train.precision fp32, then continue with --resume "
-          "--allow-config-change or start again")
+    """The loss or a validation metric became NaN or infinite: the run stops (exit 1), nothing of it saved."""
 
 
 @dataclass
@@ -203,7 +199,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self._apply_accepted_changes()
+        apply_optimizer_settings(self.optimizer, self.scheduler, self.tcfg.lr, self.tcfg.weight_decay)
         if ckpt.get("scaler") is not None and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"])
@@ -213,19 +209,6 @@ class Trainer:
         self.step = int(ckpt["step"])
         self.best = ckpt.get("best")
         self.bad_validations = int(ckpt.get("bad_validations", 0))
-
-    def _apply_accepted_changes(self) -> None:
-        """A learning rate or weight decay changed on resume (`--allow-config-change`) takes effect: the restored
-        optimizer and schedule would otherwise keep the checkpoint's. Unchanged values are left bit-exact."""
-        groups = self.optimizer.param_groups
-        if any(g["weight_decay"] != self.tcfg.weight_decay for g in groups):
-            for group in groups:
-                group["weight_decay"] = self.tcfg.weight_decay
-        if self.scheduler.base_lrs != [self.tcfg.lr] * len(groups):
-            self.scheduler.base_lrs = [self.tcfg.lr] * len(groups)
-            for group, lmbda in zip(groups, self.scheduler.lr_lambdas):
-                group["initial_lr"] = self.tcfg.lr
-                group["lr"] = self.tcfg.lr * lmbda(self.scheduler.last_epoch)
 
     # ---------------------------------------------------------------------------------------------- one step
     def _autocast(self) -> torch.autocast:
@@ -252,23 +235,7 @@ class Trainer:
             bad = ["on another rank"]
         if bad:
             raise NonFiniteLossError(f"the loss became non-finite at step {index + 1} ({', '.join(bad)}); "
-                                     f"{self._kept()}; {ADVICE}")
-
-    def _kept(self) -> str:
-        last = self.checkpoint_dir / "last.pt"
-        if last.is_file():
-            return f"the run stopped and {last} keeps the last finite state"
-        return "the run stopped before its first checkpoint"
-
-    def _check_parameters(self, index: int) -> None:
-        """After an update: stop before a non-finite parameter is ever saved or used (identical on every rank,
-        since the gradients were averaged)."""
-        bad = non_finite_parameters(self.model)
-        if bad:
-            raise NonFiniteLossError(
-                f"the parameters became non-finite in the update of step {index + 1} ({len(bad)} tensors, e.g. "
-                f"{bad[0]}); {self._kept()}; {ADVICE}"
-            )
+                                     f"{kept_sentence(self.checkpoint_dir)}; {ADVICE}")
 
     def _update(self) -> None:
         """Average gradients over ranks, unscale and clip them, then one optimizer update."""
@@ -312,13 +279,13 @@ class Trainer:
             if self.per_modality:
                 self._check_finite(pending, index)
                 self._update()
-                self._check_parameters(index)
+                check_parameters(self.model, index, self.checkpoint_dir)
                 records += pending
                 pending = []
         if pending:  # per_step
             self._check_finite(pending, index)
             self._update()
-            self._check_parameters(index)
+            check_parameters(self.model, index, self.checkpoint_dir)
         elif not records:
             logger.warning("step %d: the task computed no loss (nothing active for this batch)", index + 1)
         self.scheduler.step()
@@ -342,7 +309,8 @@ class Trainer:
             raise RuntimeError(f"validation returned no '{name}' (got {sorted(metrics)})")
         value = metrics[name]
         if not math.isfinite(value):
-            raise NonFiniteLossError(f"validation {name} is {value} at step {self.step}; {self._kept()}; {ADVICE}")
+            kept = kept_sentence(self.checkpoint_dir)
+            raise NonFiniteLossError(f"validation {name} is {value} at step {self.step}; {kept}; {ADVICE}")
         improved = (
             self.best is None or (value < self.best["value"] if mode == "min" else value > self.best["value"])
         )
@@ -410,13 +378,12 @@ class Trainer:
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{record['loss']:.4f}")
-                interrupted = self._stop_requested(signals)
+                interrupted = signals.agreed(self.world)
                 if final or stop or interrupted or (tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0):
                     self.save("last")
                 if interrupted:
-                    name = "SIGTERM" if signals.exit_code == 143 else "SIGINT"
-                    raise Interrupted(f"stopped by {name} after step {step}; {last} holds it: continue with the same "
-                                      "command and --resume", signals.exit_code)
+                    raise Interrupted(f"stopped by {signals.name} after step {step}; {last} holds it: continue "
+                                      "with the same command and --resume", signals.exit_code)
                 if stop:
                     logger.info(
                         "early stopping at step %d: %d validations without improvement",
@@ -431,10 +398,3 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return last
-
-    def _stop_requested(self, signals: StopSignals) -> bool:
-        """Whether a signal asked the run to stop, agreed over ranks (they must save and leave together)."""
-        requested = signals.requested is not None
-        if self.world > 1:
-            requested = dist_utils.reduce_mean({"stop": float(requested)})["stop"] > 0
-        return requested

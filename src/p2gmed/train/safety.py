@@ -145,9 +145,22 @@ class StopSignals:
         logger.warning("%s received: stopping after this step and saving a checkpoint (send it again to stop "
                        "at once)", signal.Signals(signum).name)
 
+    def agreed(self, world: int = 1) -> bool:
+        """Whether a signal asked the run to stop, agreed over the ranks (they must save and leave together)."""
+        requested = self.requested is not None
+        if world > 1:
+            from p2gmed.train import distributed
+
+            requested = distributed.reduce_mean({"stop": float(requested)})["stop"] > 0
+        return requested
+
     @property
     def exit_code(self) -> int:
         return 128 + int(self.requested or signal.SIGINT)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.requested or signal.SIGINT).name
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
@@ -179,7 +192,47 @@ def non_finite_parameters(model: Any) -> list[str]:
     return [n for (n, _), ok in zip(named, flags.tolist()) if not ok]
 
 
+ADVICE = ("lower train.lr, set train.grad_clip or use train.precision fp32, then continue with --resume "
+          "--allow-config-change or start again")
+
+
+def kept_sentence(checkpoint_dir: Path) -> str:
+    """What a stopped run keeps, for the one sentence that reports it."""
+    last = checkpoint_dir / "last.pt"
+    if last.is_file():
+        return f"the run stopped and {last} keeps the last finite state"
+    return "the run stopped before its first checkpoint"
+
+
+def check_parameters(model: Any, index: int, checkpoint_dir: Path) -> None:
+    """After the update of step `index + 1`: stop before a non-finite parameter is ever saved or used (the same on
+    every rank, since the gradients were averaged).
+
+    Raises:
+        NonFiniteError: naming the step, how many tensors and one of them.
+    """
+    bad = non_finite_parameters(model)
+    if bad:
+        raise NonFiniteError(f"the parameters became non-finite in the update of step {index + 1} ({len(bad)} "
+                             f"tensors, e.g. {bad[0]}); {kept_sentence(checkpoint_dir)}; {ADVICE}")
+
+
 # --------------------------------------------------------------------------------------------------- resume
+
+
+def apply_optimizer_settings(optimizer: Any, scheduler: Any, lr: float, weight_decay: float) -> None:
+    """After restoring an optimizer and a LambdaLR schedule from a checkpoint, let a learning rate or weight decay
+    changed on resume (`--allow-config-change`) take effect; the restored states would keep the checkpoint's.
+    Unchanged values are left untouched (bit-exact resume)."""
+    groups = optimizer.param_groups
+    if any(g["weight_decay"] != weight_decay for g in groups):
+        for group in groups:
+            group["weight_decay"] = weight_decay
+    if scheduler.base_lrs != [lr] * len(groups):
+        scheduler.base_lrs = [lr] * len(groups)
+        for group, factor in zip(groups, scheduler.lr_lambdas):
+            group["initial_lr"] = lr
+            group["lr"] = lr * factor(scheduler.last_epoch)
 
 
 def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
