@@ -272,3 +272,23 @@ def test_export_never_overwrites_a_file_it_did_not_write(model, tmp_path, capsys
     assert main(["export", "--model", str(model), "--format", "monai-swinunetr", "--out", str(out), "--force"]) == 0
     assert main(["export", "--model", str(model), "--format", "monai-swinunetr", "--out", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("extends: 5\n", "'extends' must name another YAML file, got 5"),
+    ("extends: [a.yaml]\n", "'extends' must name another YAML file"),
+    (b"train:\n  lr: 1.0e-4  # caf\xe9\n", "is not UTF-8 text"),
+    (None, "is a folder; give a YAML file"),
+])
+def test_broken_config_files_are_one_sentence(content, expected, dataset, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    if content is None:
+        config = tmp_path
+    elif isinstance(content, bytes):
+        config.write_bytes(content)
+    else:
+        config.write_text(content)
+    rc = main(["pretrain", "--data", str(dataset), "--out", str(tmp_path / "run"), "--config", str(config)])
+    err = capsys.readouterr().err
+    assert rc == 2 and expected in err and str(config) in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
