@@ -121,7 +121,7 @@ class _Planner:
 
     def finetune(self, name: str, preset: str, task: str, init: Path | None, architecture: str = "p2g",
                  encoder_only: bool = False) -> Path:
-        """A tuning run: from `init`'s last checkpoint (all weights, or the encoder only), else from scratch."""
+        """A tuning run: from `init`'s last checkpoint (all weights, or all but the decoder), else from scratch."""
         argv = ["finetune", "--task", task, "--architecture", architecture]
         if init is not None:
             argv += ["--init", str(init / "checkpoints" / "last.pt")] + (["--encoder-only"] if encoder_only else [])
