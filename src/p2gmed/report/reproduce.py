@@ -120,13 +120,14 @@ class _Planner:
                            data or self.pretrain_data)
 
     def finetune(self, name: str, preset: str, task: str, init: Path | None, architecture: str = "p2g",
-                 encoder_only: bool = False) -> Path:
+                 encoder_only: bool = False, extra: dict | None = None) -> Path:
         """A tuning run: from `init`'s last checkpoint (all weights, or all but the decoder), else from scratch."""
         argv = ["finetune", "--task", task, "--architecture", architecture]
         if init is not None:
             argv += ["--init", str(init / "checkpoints" / "last.pt")] + (["--encoder-only"] if encoder_only else [])
-        extra = {"tune": {"task": task, "architecture": architecture,
-                          "init": "scratch" if init is None else "encoder" if encoder_only else "full"}}
+        extra = merge_mappings(extra or {}, {"tune": {
+            "task": task, "architecture": architecture,
+            "init": "scratch" if init is None else "encoder" if encoder_only else "full"}})
         about = f"{task} tuning of {architecture} ({preset}, {'from ' + init.name if init else 'from scratch'})"
         return self._train(name, about, argv, preset, extra, self.data)
 
@@ -211,7 +212,11 @@ def build_plan(
             if table_no == 4:
                 p.method(f"pretrain {i}", [pre], singles, kind)
             else:
-                seg = p.finetune(f"segmentation-{i}", f"ablations/{name}.yaml", "segmentation", pre)
+                # the ablations change pre-training only: every tuning is Table 5's, L_inv included (App. B.3.2),
+                # in the architecture of its pre-training (with or without O)
+                use_prior = yaml.safe_load((configs_dir() / "ablations" / f"{name}.yaml").read_text())["model"]
+                seg = p.finetune(f"segmentation-{i}", "autopet-segmentation.yaml", "segmentation", pre,
+                                 extra={"model": {"use_prior": bool(use_prior["use_prior"])}})
                 p.method(f"pretrain {i}", [seg], [modalities], kind)
     elif table_no == 5:
         title, kind, builtin = "Lesion segmentation on AutoPET-II", "autopet", "petct"
@@ -276,10 +281,12 @@ def measured_rows(plan: TablePlan) -> dict[tuple[str, str, str], float]:
                 out[(method.label, "PET + CT", metric)] = 100 * summary[key]
             for metric in ("fpv_ml", "fnv_ml"):
                 out[(method.label, "PET + CT", metric)] = summary[metric]
-    if plan.kind == "synthesis" and table_no in (4, 6):  # the paper's "Avg." column
+    if plan.kind == "synthesis" and table_no in (4, 6):  # the paper's "Avg." column, over the pairs it reports
+        reported = {s for _, s, _ in PAPER[plan.table]} - {"Avg."}  # Table 6: not the identity NAC -> NAC
         for label in {k[0] for k in out}:
             for metric in ("psnr", "ssim"):
-                vals = [v for (m, s, mt), v in out.items() if m == label and mt == metric and math.isfinite(v)]
+                vals = [v for (m, s, mt), v in out.items()
+                        if m == label and mt == metric and s in reported and math.isfinite(v)]
                 if vals:
                     out[(label, "Avg.", metric)] = sum(vals) / len(vals)
     return out
