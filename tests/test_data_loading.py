@@ -309,3 +309,19 @@ def test_demo_brain_labels_keep_brats2023_values(demo_brain, cfg):
     item = load_subject(read_dataset(demo_brain)[0], cfg.data)
     assert set(item.label.unique().tolist()) <= {0, 1, 2, 3} and int((item.label == 3).sum()) > 0
     assert item.available.all()
+
+
+def test_autopet_pretraining_foreground_is_the_body_not_the_air(tmp_path):
+    """CT in HU has air at -1000, not 0: the AutoPET preset's foreground (loss and crop box) is the body."""
+    from p2gmed.config import load_config
+
+    preset = load_config(Path(CONFIG).parent / "autopet-pretrain.yaml")
+    shape = (16, 16, 12)
+    ct = np.full(shape, -1000.0, np.float32)
+    ct[4:12, 5:11, 3:9] = 40.0  # soft tissue
+    pet = np.where(ct > -500, 1.5, 0.02).astype(np.float32)  # scatter: small, non-zero uptake in the air
+    images = {"ct": save(tmp_path / "ct.nii.gz", ct, np.eye(4)), "pet": save(tmp_path / "pet.nii.gz", pet, np.eye(4))}
+    data_cfg = dataclasses.replace(preset.data, crop_margin=1)
+    item = load_subject(Subject("p", "p", images), data_cfg)
+    assert tuple(item.image.shape[1:]) == (10, 8, 8)  # the body's box plus the one-voxel margin
+    assert int(item.foreground.sum()) == 8 * 6 * 6  # the body, no air
