@@ -280,3 +280,12 @@ def test_table7_tunings_keep_the_invariance_term_and_change_only_pretraining(tmp
     reference = seg[-1]
     for c in seg[:-1]:  # the tunings differ in the architecture that matches their pre-training, nothing else
         assert (c.loss, c.train, c.tune) == (reference.loss, reference.train, reference.tune)
+
+
+def test_pet_ct_synthesis_table_states_its_background_rule(tmp_path):
+    plan = rp.build_plan("table4", tmp_path / "d", tmp_path)
+    for method in plan.methods:
+        method.csv.parent.mkdir(parents=True, exist_ok=True)
+        method.csv.write_text("case,source,modality,psnr,nmse,ssim\na,from-ct,pet,30.0,0.1,0.9\n")
+    header = rp.write_table(plan)[0].read_text().split("|")[0]
+    assert "HU" in header and "SUV" in header and "-0.35" not in header

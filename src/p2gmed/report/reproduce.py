@@ -334,6 +334,10 @@ def write_table(plan: TablePlan) -> tuple[Path, Path]:
             "a tiny-scale run on the built-in simulated data only shows that the pipeline runs end to end.")
     if plan.kind == "brats":
         note += " ET is the post-processed ET (dice_et_pp); Dice in %."
+    if plan.kind == "synthesis":
+        from p2gmed.evaluation.synthesis import convention_note
+
+        note += f" Metrics: {convention_note('paper', plan.modalities)}."
     write_text(md_path, f"# {plan.table}: {plan.title}\n\n{note}\n\n{comparison_markdown(rows)}\n")
     write_csv(csv_path, rows, ("table", "method", "setting", "metric", "measured", "paper"))
     return md_path, csv_path
