@@ -157,7 +157,7 @@ def run_pretrain(
     modalities = tuple(cfg.data.modalities)
     subjects = read_dataset(data_dir, cfg.data.layout, modalities=modalities)
     train_loaded, val_loaded, batches = load_run_data(
-        data_dir, subjects, cfg, with_label=False, max_steps=max_steps
+        data_dir, subjects, cfg, with_label=False, max_steps=max_steps, keep_rotation_plane=True
     )
     logger.info(
         "pre-training on %d subjects (%d held out for validation), modalities %s",

@@ -85,12 +85,14 @@ def truncate_metrics(path: Path, last_step: int) -> None:
 
 
 def load_run_data(
-    data_dir: Path, subjects: list[Any], cfg: Any, *, with_label: bool, max_steps: int | None
+    data_dir: Path, subjects: list[Any], cfg: Any, *, with_label: bool, max_steps: int | None,
+    keep_rotation_plane: bool = False,
 ) -> tuple[Any, Any, Any]:
     """Split by patient, load and cache both parts, build the step-indexed batches, fix the number of steps.
 
     Sets `cfg.train.max_steps` from `max_steps` (the command line), else from `train.epochs` x steps per
-    epoch, else keeps it.
+    epoch, else keeps it. `keep_rotation_plane` (pre-training) keeps the augmentation out of phi's plane
+    (`TrainBatches`).
 
     Returns:
         (train LoadedSubjects, validation LoadedSubjects or None, TrainBatches).
@@ -112,7 +114,8 @@ def load_run_data(
     progress = dist_utils.is_main()
     train_loaded = load_subjects(train_subjects, cfg.data, progress=progress, with_label=with_label)
     batches = TrainBatches(
-        train_loaded, cfg, seed=cfg.train.seed, rank=dist_utils.rank(), world=dist_utils.world_size()
+        train_loaded, cfg, seed=cfg.train.seed, rank=dist_utils.rank(), world=dist_utils.world_size(),
+        keep_rotation_plane=keep_rotation_plane,
     )
     if max_steps is not None:
         cfg.train.max_steps = int(max_steps)
