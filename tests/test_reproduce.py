@@ -289,3 +289,12 @@ def test_pet_ct_synthesis_table_states_its_background_rule(tmp_path):
         method.csv.write_text("case,source,modality,psnr,nmse,ssim\na,from-ct,pet,30.0,0.1,0.9\n")
     header = rp.write_table(plan)[0].read_text().split("|")[0]
     assert "HU" in header and "SUV" in header and "-0.35" not in header
+
+
+def test_ablations_without_equivariance_do_not_rotate(tmp_path):
+    """Table 4/7 columns 2 and 5 are 'without equivariance': phi follows the switch (loss.rotate_inputs)."""
+    plan = rp.build_plan("table4", tmp_path / "d", tmp_path / "o")
+    cfgs = _load_step_configs(plan, tmp_path)
+    pre = [cfgs[f"pretrain-{i}"] for i in range(1, 7)]
+    assert [c.loss.rotate_inputs for c in pre] == [c.loss.equivariance > 0 for c in pre] == [
+        True, False, True, True, False, True]

@@ -90,6 +90,10 @@ class LossConfig:
     """Weight of the invariance loss (Eq. 3), in pre-training and tuning (Eq. 8)."""
     decomposition: float = 1.0
     """Weight of the decomposition loss (Eq. 6)."""
+    rotate_inputs: bool = True
+    """Apply phi (a random quarter turn, models/rotation.py) to each pre-training input and phi^-1 to its decoding
+    (Algorithm 1). false feeds the crops as stored: the ablations without equivariance set it, since with phi
+    the decomposition alone is an equivariance constraint (Sec. 3.2). Needs true when equivariance > 0."""
     temperature: float = 0.5
     """NT-Xent temperature (Tang et al. 2022 use 0.5; the authors' code 0.1 on unnormalised products)."""
     gather_negatives: bool = True
@@ -208,6 +212,8 @@ class Config:
         for name in ("contrast", "equivariance", "invariance", "decomposition", "mse", "dice", "ce"):
             if getattr(self.loss, name) < 0:
                 raise InputError(f"loss.{name} must be >= 0, got {getattr(self.loss, name)}")
+        if self.loss.equivariance > 0 and not self.loss.rotate_inputs:
+            raise InputError("loss.equivariance > 0 predicts the rotation phi: it needs loss.rotate_inputs: true")
         return self
 
 

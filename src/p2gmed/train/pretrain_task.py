@@ -15,8 +15,8 @@ step's generator (Algorithm 1 line numbers in brackets, docs/method.md maps them
 
 Every modality's graph is freed by its own backward, so memory does not grow with M. A zero weight means the
 term is not computed at all: contrast 0 skips both augmented views, equivariance 0 skips the rotation head
-(the input is still rotated: phi also makes the decomposition of Eq. 6 an equivariance constraint),
-invariance 0 skips the anchor, decomposition 0 skips the decoder.
+(the input is still rotated unless `loss.rotate_inputs` is false: phi also makes the decomposition of Eq. 6 an
+equivariance constraint), invariance 0 skips the anchor, decomposition 0 skips the decoder.
 """
 
 from __future__ import annotations
@@ -205,8 +205,12 @@ class PretrainTask:
         model, objective = self.model, self.objective
         m = image.shape[1]
         rows_dev = rows.to(image.device)
-        # X_h^i repeated over the M input channels, rotated by phi (kept even without the rotation head)
-        k = sample_rotations(len(rows), generator)
+        # X_h^i repeated over the M input channels, rotated by phi (kept even without the rotation head, unless
+        # loss.rotate_inputs is off: then phi is the identity)
+        if self.cfg.loss.rotate_inputs:
+            k = sample_rotations(len(rows), generator)
+        else:
+            k = torch.zeros(len(rows), dtype=torch.long)
         x = rotate(image[rows_dev, modality : modality + 1].expand(-1, m, -1, -1, -1), k)
         inputs: dict[str, Callable] = {}
         if "contrast" in objective:
