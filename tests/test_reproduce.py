@@ -298,3 +298,12 @@ def test_ablations_without_equivariance_do_not_rotate(tmp_path):
     pre = [cfgs[f"pretrain-{i}"] for i in range(1, 7)]
     assert [c.loss.rotate_inputs for c in pre] == [c.loss.equivariance > 0 for c in pre] == [
         True, False, True, True, False, True]
+
+
+def test_table6_tunes_nac_to_ac_pet_and_ct_only(tmp_path):
+    """App. B.4: NAC -> AC-PET and NAC -> CT only, for ours and the baselines alike; the decoder is fresh."""
+    plan = rp.build_plan("table6", tmp_path / "d", tmp_path / "o")
+    cfgs = _load_step_configs(plan, tmp_path)
+    for name in ("p2g-nac", "swinunetr-nac", "unetr-nac"):
+        assert cfgs[name].tune.sources == ("pet_nac",) and cfgs[name].tune.targets == ("ct", "pet"), name
+    assert [m.models for m in plan.methods if m.label == "Ours"] == [("p2g-nac",)]

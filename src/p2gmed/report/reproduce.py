@@ -129,6 +129,10 @@ class _Planner:
             "task": task, "architecture": architecture,
             "init": "scratch" if init is None else "encoder" if encoder_only else "full"}})
         about = f"{task} tuning of {architecture} ({preset}, {'from ' + init.name if init else 'from scratch'})"
+        tune = yaml.safe_load((configs_dir() / preset).read_text()).get("tune", {})
+        if tune.get("sources"):  # say which pairs are tuned (Table 6: NAC-PET -> CT, AC-PET)
+            targets = ", ".join(tune.get("targets") or ["every modality"])
+            about += f": {'+'.join(tune['sources'])} -> {targets}"
         return self._train(name, about, argv, preset, extra, self.data)
 
     def _test_subjects(self) -> list:
@@ -145,8 +149,11 @@ class _Planner:
         pred, csv_path = self.out / "predictions" / slug, self.out / "evaluation" / f"{slug}.csv"
 
         def expand() -> list[list[str]]:
+            # the model's own reconstruction of its input where the table reports identity pairs (T1 -> T1,
+            # PET -> PET); Table 6 reports none, and its NAC-PET output is not trained
+            reconstruct = kind == "synthesis" and self.table != "table6"
             return predict_commands([checkpoint_of(r) for r in runs], self._test_subjects(), subsets,
-                                    self.modalities, pred, reconstruct=kind == "synthesis")
+                                    self.modalities, pred, reconstruct=reconstruct)
 
         models = " ".join(f"--model {checkpoint_of(r)}" for r in runs)
         template = (f"p2g predict {models} --out {pred}/from-<subset> --case <id> --input <modality>=<file> ..."
@@ -214,9 +221,9 @@ def build_plan(
             else:
                 # the ablations change pre-training only: every tuning is Table 5's, L_inv included (App. B.3.2),
                 # in the architecture of its pre-training (with or without O)
-                use_prior = yaml.safe_load((configs_dir() / "ablations" / f"{name}.yaml").read_text())["model"]
+                ablation = yaml.safe_load((configs_dir() / "ablations" / f"{name}.yaml").read_text())
                 seg = p.finetune(f"segmentation-{i}", "autopet-segmentation.yaml", "segmentation", pre,
-                                 extra={"model": {"use_prior": bool(use_prior["use_prior"])}})
+                                 extra={"model": {"use_prior": bool(ablation["model"]["use_prior"])}})
                 p.method(f"pretrain {i}", [seg], [modalities], kind)
     elif table_no == 5:
         title, kind, builtin = "Lesion segmentation on AutoPET-II", "autopet", "petct"
@@ -231,7 +238,8 @@ def build_plan(
         # Pre-training on AC-PET and CT; on NAC data without a separate PET/CT set its ct/pet channels are used.
         pre = p.pretrain("p2g-pretrain", "autopet-pretrain.yaml",
                          {"data": {"layout": "auto"}} if pretrain_data is None else None)
-        # the decoder is re-initialised for the new modality set: the encoder (and prior) only, P2G architecture
+        # App. B.4: NAC-PET -> CT and NAC-PET -> AC-PET only (the preset's tune.sources / tune.targets); the
+        # decoder is re-initialised: everything else (encoder, prior O, attention, fusion) comes from pre-training
         ours = p.finetune("p2g-nac", "nac-synthesis.yaml", "synthesis", pre, encoder_only=True)
         p.method("Ours", [ours], [("pet_nac",)], kind)
         for arch, label in (("swinunetr", "SwinUNETR (scratch)"), ("unetr", "UNETR (scratch)")):
