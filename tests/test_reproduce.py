@@ -307,3 +307,15 @@ def test_table6_tunes_nac_to_ac_pet_and_ct_only(tmp_path):
     for name in ("p2g-nac", "swinunetr-nac", "unetr-nac"):
         assert cfgs[name].tune.sources == ("pet_nac",) and cfgs[name].tune.targets == ("ct", "pet"), name
     assert [m.models for m in plan.methods if m.label == "Ours"] == [("p2g-nac",)]
+
+
+def test_ablation_rows_are_named_as_the_paper_and_meet_its_numbers(tmp_path):
+    plan = rp.build_plan("table7", tmp_path / "d", tmp_path)
+    assert plan.methods[0].label == "1: + Contrastive + Decomposition + Equivariance"
+    assert plan.methods[-1].label.endswith("+ Equivariance + Invariance + O")
+    for method in plan.methods:
+        method.csv.parent.mkdir(parents=True, exist_ok=True)
+        method.csv.write_text("case,dice,fpv_ml,fnv_ml\na,0.5,1.0,2.0\n")
+    rows = summaries.read_csv(rp.write_table(plan)[1])
+    row = next(r for r in rows if r["method"] == plan.methods[3].label and r["metric"] == "dice")
+    assert float(row["paper"]) == pytest.approx(46.31) and float(row["measured"]) == pytest.approx(50.0)

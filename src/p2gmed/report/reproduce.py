@@ -28,7 +28,7 @@ from p2gmed.errors import InputError
 from p2gmed.evaluation.tables import markdown_table, number, write_csv
 from p2gmed.io import write_text
 from p2gmed.modalities import DISPLAY, MRI, NAC, PETCT
-from p2gmed.report.paper_numbers import PAPER
+from p2gmed.report.paper_numbers import ABLATION_NAMES, PAPER
 from p2gmed.report.planning import (
     MRI_SUBSETS,
     checkpoint_of,
@@ -217,14 +217,14 @@ def build_plan(
         for i, name in enumerate(ABLATIONS, 1):
             pre = p.pretrain(f"pretrain-{i}", f"ablations/{name}.yaml")
             if table_no == 4:
-                p.method(f"pretrain {i}", [pre], singles, kind)
+                p.method(ABLATION_NAMES[i - 1], [pre], singles, kind)
             else:
                 # the ablations change pre-training only: every tuning is Table 5's, L_inv included (App. B.3.2),
                 # in the architecture of its pre-training (with or without O)
                 ablation = yaml.safe_load((configs_dir() / "ablations" / f"{name}.yaml").read_text())
                 seg = p.finetune(f"segmentation-{i}", "autopet-segmentation.yaml", "segmentation", pre,
                                  extra={"model": {"use_prior": bool(ablation["model"]["use_prior"])}})
-                p.method(f"pretrain {i}", [seg], [modalities], kind)
+                p.method(ABLATION_NAMES[i - 1], [seg], [modalities], kind)
     elif table_no == 5:
         title, kind, builtin = "Lesion segmentation on AutoPET-II", "autopet", "petct"
         pre = p.pretrain("p2g-pretrain", "autopet-pretrain.yaml")
