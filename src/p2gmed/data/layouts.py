@@ -1,5 +1,5 @@
 """File naming of every supported dataset layout: the single source both the writers (built-in data) and
-the readers use. See ../shared/interfaces.md for the contract.
+the readers use; README.md ("Your data") describes them for users.
 
 | layout    | files                                                                        | labels        |
 |-----------|------------------------------------------------------------------------------|---------------|

@@ -8,7 +8,7 @@ positive (the other view of its sub-volume) and 2N - 2 negatives; the loss is th
     -log( exp(sim(a, a+)/t) / sum_{b != a} exp(sim(a, b)/t) ),
 
 exactly Tang's `Contrast` (the denominator holds the positive and all negatives, never the anchor itself).
-Both views receive gradients (no stop-gradient, unlike the authors' release: official-code-facts.md §4).
+Both views receive gradients (no stop-gradient, unlike the authors' release: docs/method.md §6).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
 The caller un-rotates the decoded volume (phi^{-1}); this module compares it with every AVAILABLE modality of
 the crop. "During training, the background is excluded for modal generation" (Appendix B.2.1): background
 voxels get weight `background_weight` (0 excludes them, the paper; the release effectively keeps them at ~0.1,
-see official-code-facts.md §4). The squared error is normalised by the total weight, i.e. a weighted mean.
+see docs/method.md §6). The squared error is normalised by the total weight, i.e. a weighted mean.
 """
 
 from __future__ import annotations
