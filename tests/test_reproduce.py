@@ -319,3 +319,16 @@ def test_ablation_rows_are_named_as_the_paper_and_meet_its_numbers(tmp_path):
     rows = summaries.read_csv(rp.write_table(plan)[1])
     row = next(r for r in rows if r["method"] == plan.methods[3].label and r["metric"] == "dice")
     assert float(row["paper"]) == pytest.approx(46.31) and float(row["measured"]) == pytest.approx(50.0)
+
+
+def test_table6_shows_the_average_next_to_the_papers(tmp_path):
+    plan = rp.build_plan("table6", tmp_path / "d", tmp_path)
+    for method in plan.methods:
+        method.csv.parent.mkdir(parents=True, exist_ok=True)
+        method.csv.write_text("case,source,modality,psnr,nmse,ssim\n"
+                              "a,from-pet_nac,ct,20.0,0.2,0.5\na,from-pet_nac,pet,40.0,0.1,0.9\n")
+    rows = summaries.read_csv(rp.write_table(plan)[1])
+    avg = {r["metric"]: r for r in rows if r["method"] == "Ours" and r["setting"] == "Avg."}
+    assert float(avg["psnr"]["measured"]) == pytest.approx(30.0)
+    assert float(avg["ssim"]["paper"]) == pytest.approx(0.8227, abs=1e-4)  # the paper's own Avg. column
+    assert float(avg["psnr"]["paper"]) == pytest.approx(36.1578, abs=1e-4)

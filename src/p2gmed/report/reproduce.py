@@ -305,7 +305,11 @@ def comparison(plan: TablePlan, measured: dict[tuple[str, str, str], float]) -> 
 
     Only the settings the paper reports, plus every measured one, appear; a missing side is NaN.
     """
-    paper = PAPER[plan.table]
+    paper = dict(PAPER[plan.table])
+    if plan.table in ("table4", "table6"):  # the paper's "Avg." column: the mean of the pairs it reports
+        for label, metric in {(m, mt) for m, _, mt in paper}:
+            values = [v for (m, s, mt), v in PAPER[plan.table].items() if m == label and mt == metric]
+            paper[(label, "Avg.", metric)] = sum(values) / len(values)
     settings_of_paper = {k[1] for k in paper}
     keys = list(paper) + [k for k in measured if k not in paper and (k[1] in settings_of_paper or not paper)]
     if plan.table in ("table2", "table9") or plan.kind == "brats":
