@@ -36,8 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synthesis = common("synthesis", "PSNR, NMSE and 3D SSIM of synthesized modalities")
     synthesis.add_argument(
         "--convention", choices=("paper", "unit"), default="unit",
-        help="paper: the authors' test script (z-scored, GT background, uniform 7-window SSIM); "
-        "unit: [0,1] by the reference's p0.5-p99.5, Gaussian SSIM (default)",
+        help="paper: the authors' test script (z-scored, reference copied into the background: MRI z < -0.35, "
+        "CT/PET outside the body; uniform 7-window SSIM); unit: each volume to [0,1] by its own p0.5-p99.5, "
+        "Gaussian SSIM (default)",
     )
     brats = common("brats", "BraTS WT/TC/ET Dice (legacy rules, ET post-processed) and HD95; 15-subset tables")
     brats.add_argument("--labels", choices=("brats2023", "brats2018"), default=None,
@@ -62,11 +63,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _synthesis(args):
-    from p2gmed.evaluation.synthesis import evaluate_synthesis
+    from p2gmed.evaluation.synthesis import convention_note, evaluate_synthesis
     from p2gmed.evaluation.tables import SYNTHESIS_COLUMNS, synthesis_table
 
     rows = evaluate_synthesis(args.pred, args.ref, args.convention, args.allow_missing)
-    tables = [(f"Synthesis ({args.convention} convention)", synthesis_table(rows), synthesis_table(rows, "csv"))]
+    title = f"Synthesis ({convention_note(args.convention, sorted({r['modality'] for r in rows}))})"
+    tables = [(title, synthesis_table(rows), synthesis_table(rows, "csv"))]
     return rows, SYNTHESIS_COLUMNS, tables
 
 

@@ -222,7 +222,9 @@ def run_training(
         val_subjects = val_subjects[: cfg.train.val_subjects]
     rank, world, progress = dist_utils.rank(), dist_utils.world_size(), dist_utils.is_main()
     train_loaded = load_subjects(train_subjects, cfg.data, progress=progress, with_label=labels is not None)
-    batches = TrainBatches(train_loaded, cfg, seed=cfg.train.seed, rank=rank, world=world)
+    batches = TrainBatches(
+        train_loaded, cfg, seed=cfg.train.seed, rank=rank, world=world, keep_rotation_plane=kind == "pretrain"
+    )
     max_steps = resolve_max_steps(cfg.train, len(train_loaded), world)
     val_loaded = (
         load_subjects(val_subjects, cfg.data, progress=progress, with_label=labels is not None)
