@@ -83,6 +83,8 @@ class Trainer:
         run_dir: the run folder RUN.
         task_name: "pretrain" | "synthesis" | "segmentation" (stored in checkpoints).
         out_channels, modalities, labels, architecture: what the model is (stored in checkpoints).
+        spacing: the voxel spacing (mm, RAS) the model trains at (`data.spacing.training_spacing`), stored in
+            checkpoints so that prediction resamples inputs to it.
         validation: optional periodic validation selecting `best.pt`.
         max_steps: overrides `cfg.train.max_steps`.
         resume: continue from `RUN/checkpoints/last.pt`.
@@ -101,6 +103,7 @@ class Trainer:
         modalities: list[str] | tuple[str, ...],
         labels: str | None = None,
         architecture: str = "p2g",
+        spacing: tuple[float, float, float] | None = None,
         validation: Validation | None = None,
         max_steps: int | None = None,
         resume: bool = False,
@@ -119,6 +122,7 @@ class Trainer:
             modalities=list(modalities),
             labels=labels,
         )
+        self.spacing = list(spacing) if spacing is not None else None
         self.max_steps = int(max_steps if max_steps is not None else self.tcfg.max_steps)
         self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
         self.device = select_device(self.tcfg.device)
@@ -181,7 +185,7 @@ class Trainer:
                 scheduler=self.scheduler,
                 scaler=self.scaler,
                 best=self.best,
-                extra={"bad_validations": self.bad_validations},
+                extra={"bad_validations": self.bad_validations, "spacing": self.spacing},
                 **self.meta,
             )
         dist_utils.barrier()

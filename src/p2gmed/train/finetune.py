@@ -321,6 +321,7 @@ def run_finetune(
     from p2gmed.losses.segmentation import num_classes
     from p2gmed.models.baselines import build_architecture
     from p2gmed.train import distributed as dist_utils
+    from p2gmed.data.spacing import training_spacing
     from p2gmed.train.engine import Trainer, Validation
     from p2gmed.train.pretrain import check_resume_config, check_run_dir
 
@@ -365,6 +366,7 @@ def run_finetune(
         architecture=architecture,
         out_channels=out_channels,
         modalities=modalities,
+        spacing=training_spacing(subjects, cfg.data.spacing),
         labels=labels,
         validation=validation,
         max_steps=cfg.train.max_steps,

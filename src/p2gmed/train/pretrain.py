@@ -147,6 +147,7 @@ def run_pretrain(
     from p2gmed.train.runtime import load_run_data
     from p2gmed.models.network import build_model
     from p2gmed.train.engine import Trainer, Validation
+    from p2gmed.data.spacing import training_spacing
     from p2gmed.train.pretrain_task import PretrainTask
 
     out_dir = Path(out_dir)
@@ -183,6 +184,7 @@ def run_pretrain(
         architecture="p2g",
         out_channels=len(modalities),
         modalities=modalities,
+        spacing=training_spacing(subjects, cfg.data.spacing),
         labels=None,
         validation=validation,
         max_steps=cfg.train.max_steps,
