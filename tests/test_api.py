@@ -206,3 +206,43 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert saved.shape == (33, 29, 40)
     np.testing.assert_allclose(saved.affine, LPS, atol=1e-5)
     assert json.dumps(namespace["model"].last_info["sources"])  # JSON-ready provenance
+
+
+def test_export_p2g_is_small_complete_and_predicts_the_same(trained, demo_brain, tmp_path, capsys):
+    from p2gmed.cli import main
+
+    out = tmp_path / "shared" / "model.pt"
+    assert main(["export", "--model", str(trained), "--format", "p2g", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "MiB" in printed and "model card" in printed
+    blob = torch.load(out, weights_only=True)
+    full = torch.load(trained, weights_only=True)
+    for key in ("optimizer", "scheduler", "scaler", "rng"):
+        assert key not in blob
+    assert blob["format"] == "p2g-inference/1" and blob["spacing"] == [3.0, 3.0, 3.0]
+    assert blob["modalities"] == ["t1n", "t2w"] and blob["config"] == full["config"]
+    assert all(torch.equal(blob["model"][k], full["model"][k]) for k in full["model"])
+    card = blob["model_card"]
+    assert card["steps"] == 1 and card["training_spacing_mm"] == [3.0, 3.0, 3.0] and card["roi_size"] == [32, 32, 64]
+    assert "p2gmed model card" in (tmp_path / "shared" / "model.pt.md").read_text()
+    # AdamW's two moments per weight are gone: the shared file is well under half the training checkpoint
+    assert out.stat().st_size < 0.5 * trained.stat().st_size
+
+    case = next(p for p in sorted(demo_brain.iterdir()) if p.is_dir())
+    inputs = {"t1n": next(case.glob("*-t1n.nii.gz"))}
+    a = p2gmed.load(out, device="cpu").predict(inputs)["t2w"].get_fdata()
+    b = p2gmed.load(trained, device="cpu").predict(inputs)["t2w"].get_fdata()
+    np.testing.assert_array_equal(a, b)
+    assert main(["predict", "--model", str(out), "--input", f"t1n={inputs['t1n']}", "--out", str(tmp_path / "pred"),
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert (tmp_path / "pred" / f"{case.name}_t2w.nii.gz").is_file()
+
+
+def test_export_refuses_junk_and_overwriting_the_input(trained, tmp_path, capsys):
+    from p2gmed.cli import main
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"nothing")
+    assert main(["export", "--model", str(junk), "--format", "p2g", "--out", str(tmp_path / "x.pt")]) == 2
+    assert main(["export", "--model", str(trained), "--format", "p2g", "--out", str(trained)]) == 2
+    assert "Traceback" not in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
