@@ -41,6 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = sub.add_parser("check", help="validate a data set folder; exit 2 naming each bad file")
     check.add_argument("dir", type=Path, help="data set folder (or JSON datalist)")
     check.add_argument("--layout", default="auto", help="layout (default: detect)")
+    check.add_argument("--channels", metavar="0=ct,1=pet",
+                       help="nnU-Net data sets: channel index to modality, instead of dataset.json's names")
     check.set_defaults(func=run_check)
 
 
@@ -104,7 +106,10 @@ def run_check(args: argparse.Namespace) -> int:
     from p2gmed.data.check import check_dataset
     from p2gmed.errors import DataError
 
-    report = check_dataset(args.dir, layout=args.layout)
+    from p2gmed.data.manifests import parse_channels
+
+    channels = parse_channels(args.channels) if args.channels else None
+    report = check_dataset(args.dir, layout=args.layout, channels=channels)
     print(report.summary())
     if report.problems:
         raise DataError(report.problems)
