@@ -2,7 +2,8 @@
 reference modality and the segmentation overlays on three orthogonal slices through the lesion.
 
 One row per volume: each prediction (titled "given" or "synthesized" from the `p2g predict` sidecar when there is
-one), the reference of each synthesized modality right below it on the same grey window, then the predicted and
+one), the reference of each synthesized modality right below it (each on its own grey window: synthesized MRI is on
+the given scans' scale, not the reference's), then the predicted and
 reference segmentations over the first image. The slices go through the centre of the largest reference lesion
 (else the largest predicted one, else the centre of the image content). Volumes are shown in RAS orientation
 (`nibabel.as_closest_canonical`) whatever their voxel order. `case_figure` draws from arrays and returns the
@@ -47,7 +48,7 @@ def case_figure(
 
     Args:
         images: (row title, volume) of each image row, e.g. ("t2w synthesized", array); the row title's first word
-            names the modality, whose reference (if in `references`) is drawn right below on the same window.
+            names the modality, whose reference (if in `references`) is drawn right below it.
         segmentations: (row title, label volume) drawn over the first image.
         references: modality -> reference volume.
         index: (x, y, z) the slices go through; default `lesion_centre` of the segmentations (reference first).
@@ -66,7 +67,8 @@ def case_figure(
         rows.append((name, np.asarray(volume), window, None))
         modality = name.split()[0]
         if modality in references and "given" not in name:
-            rows.append((f"{modality} reference", np.asarray(references[modality]), window, None))
+            reference = np.asarray(references[modality])
+            rows.append((f"{modality} reference", reference, _window(reference), None))
     base = np.asarray(images[0][1])
     for name, seg in segmentations:
         rows.append((name, base, _window(base), np.asarray(seg)))
@@ -78,7 +80,8 @@ def case_figure(
         segs = [s for _, s in sorted(segmentations, key=lambda item: "reference" not in item[0])]
         index = lesion_centre(*segs, fallback=base)
     plt = _pyplot()
-    fig, axes = plt.subplots(len(rows), len(VIEWS), figsize=(2.6 * len(VIEWS), 2.5 * len(rows) + 0.5), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(VIEWS), figsize=(2.4 * len(VIEWS), 2.2 * len(rows) + 0.4), squeeze=False,
+                             layout="constrained")
     for r, (name, volume, (low, high), seg) in enumerate(rows):
         slices = orthogonal_slices(volume, index)
         labels = orthogonal_slices(seg, index) if seg is not None else [None] * len(VIEWS)
