@@ -151,3 +151,18 @@ def test_predict_case_with_brats_naming_writes_submission_names(tmp_path):
     assert names == sorted(["BraTS-GLI-00009-000.json", "BraTS-GLI-00009-000.nii.gz",
                             *[f"BraTS-GLI-00009-000-{m}.nii.gz" for m in MRI]])
     assert sidecar["outputs"]["seg"]["file"] == "BraTS-GLI-00009-000.nii.gz"
+
+
+def test_modalities_come_from_the_data_set_when_the_config_names_none(demo_petct, tmp_path):
+    from pathlib import Path
+
+    from p2gmed.cli.run_args import load_run_config
+
+    tiny = Path(__file__).parents[1] / "configs" / "tiny-cpu.yaml"
+    assert load_run_config(tiny, [], demo_petct).data.modalities == ("ct", "pet")  # AutoPET folder, MRI default
+    named = load_run_config(tiny, ["data.modalities=[pet]"], demo_petct)
+    assert named.data.modalities == ("pet",)  # a named choice wins
+    run = tmp_path / "run"
+    assert main(["pretrain", "--data", str(demo_petct), "--out", str(run), "--config", str(tiny),
+                 "--max-steps", "1", "--device", "cpu"]) == 0
+    assert "- ct\n  - pet\n" in (run / "config.yaml").read_text()

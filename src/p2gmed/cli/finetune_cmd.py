@@ -16,7 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from p2gmed.cli.run_args import add_config_arguments, check_max_steps, run_on_every_rank
+from p2gmed.cli.run_args import add_config_arguments, check_max_steps, load_run_config, run_on_every_rank
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,10 @@ def resolve_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p2gmed.config import load_config
     from p2gmed.train.finetune import run_finetune
 
     check_max_steps(args.max_steps)
-    cfg = load_config(args.config, resolve_overrides(args))
+    cfg = load_run_config(args.config, resolve_overrides(args), args.data)
     last, main_process = run_on_every_rank(
         lambda: run_finetune(
             args.data,

@@ -74,3 +74,31 @@ def run_on_every_rank(train: Callable[[], Path]) -> tuple[Path, bool]:
 
             torch.distributed.destroy_process_group()
     return result, main_process
+
+
+def load_run_config(config: Path | None, overrides: list[str], data_dir: Path):
+    """The run's configuration; when neither the preset (with its `extends`) nor `--set` names `data.modalities`,
+    they are the modalities the data set has (in canonical order), so that e.g. the MRI default does not meet an
+    AutoPET folder.
+
+    Raises:
+        InputError: as `load_config`, or the data set has no modality p2gmed knows.
+    """
+    from p2gmed.config import _merge, _read_yaml, load_config, parse_override
+    from p2gmed.errors import InputError
+    from p2gmed.modalities import ALL
+
+    raw: dict = _read_yaml(Path(config)) if config else {}
+    for text in overrides:
+        raw = _merge(raw, parse_override(text))
+    if "modalities" in (raw.get("data") or {}):
+        return load_config(config, overrides)
+    cfg = load_config(config, overrides)
+    from p2gmed.data.read import read_dataset
+
+    present = {m for subject in read_dataset(data_dir, cfg.data.layout) for m in subject.images}
+    modalities = [m for m in ALL if m in present]
+    if not modalities:
+        raise InputError(f"{data_dir} has none of the modalities p2gmed knows ({', '.join(ALL)})")
+    logging.getLogger(__name__).info("data.modalities from the data set: %s", ", ".join(modalities))
+    return load_config(config, [*overrides, f"data.modalities=[{','.join(modalities)}]"])
