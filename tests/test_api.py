@@ -154,8 +154,8 @@ def trained(demo_brain, tmp_path_factory):
     from p2gmed.cli import main
 
     run = tmp_path_factory.mktemp("api") / "pre"
-    rc = main(["pretrain", "--data", str(demo_brain), "--out", str(run), "--config", str(ROOT / "configs/tiny-cpu.yaml"),
-               "--max-steps", "1", "--set", "data.modalities=[t1n,t2w]", "--device", "cpu"])
+    rc = main(["pretrain", "--data", str(demo_brain), "--out", str(run),
+               "--config", str(ROOT / "configs/tiny-cpu.yaml"), "--max-steps", "1", "--set", "data.modalities=[t1n,t2w]", "--device", "cpu"])
     assert rc == 0
     return run / "checkpoints" / "last.pt"
 

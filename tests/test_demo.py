@@ -45,7 +45,8 @@ def test_html_table_with_alignment_and_inline_markup():
     out = markdown_to_html(md)
     tags = _parse(out)
     assert tags.seen.count("tr") == 3 and tags.seen.count("th") == 2 and tags.seen.count("td") == 4
-    assert ("th", {"style": "text-align: left;"}) in tags.attrs and ("th", {"style": "text-align: right;"}) in tags.attrs
+    assert ("th", {"style": "text-align: left;"}) in tags.attrs
+    assert ("th", {"style": "text-align: right;"}) in tags.attrs
     assert "<strong>bold</strong>" in out and "<code>x</code>" in out
 
 

@@ -83,7 +83,8 @@ def _nnunet_autopet(root, channel_names):
         ct = rng.uniform(-1000, 500, (12, 10, 14)).astype(np.float32)
         nib.save(nib.Nifti1Image(ct, np.eye(4)), str(root / "imagesTr" / f"{case}_0000.nii.gz"))
         nib.save(nib.Nifti1Image(np.abs(ct) / 200, np.eye(4)), str(root / "imagesTr" / f"{case}_0001.nii.gz"))
-        nib.save(nib.Nifti1Image(np.zeros((12, 10, 14), np.uint8), np.eye(4)), str(root / "labelsTr" / f"{case}.nii.gz"))
+        label = nib.Nifti1Image(np.zeros((12, 10, 14), np.uint8), np.eye(4))
+        nib.save(label, str(root / "labelsTr" / f"{case}.nii.gz"))
     meta = {"channel_names": channel_names, "labels": {"background": 0, "lesion": 1}, "numTraining": 2,
             "file_ending": ".nii.gz"}
     (root / "dataset.json").write_text(json.dumps(meta))

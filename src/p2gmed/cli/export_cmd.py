@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "--format p2g writes an inference checkpoint: weights, modalities, labels, normalisation, training "
             "spacing, ROI, versions and a model card, without optimizer, scheduler or RNG state; p2g predict and "
-            "p2gmed.load read it. --format monai-swinunetr writes the SwinUNETR weights of a p2g or swinunetr checkpoint so that they load with "
+            "p2gmed.load read it. --format monai-swinunetr writes the SwinUNETR weights of a p2g or swinunetr "
+            "checkpoint so that they load with "
             "strict=True into monai.networks.nets.SwinUNETR(**monai_kwargs). For a p2g model the encoder "
             "features are identical; "
             "the stock forward has no learnable prior O, so use its decoder as an initialisation."

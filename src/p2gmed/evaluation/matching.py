@@ -2,8 +2,9 @@
 
 Predictions (``--pred DIR``) are named as ``p2g predict`` writes them (``<case>_<modality>.nii.gz``,
 ``<case>_seg.nii.gz``), as nnU-Net does (segmentation ``<case>.nii.gz``) or as BraTS submissions
-(``BraTS-GLI-XXXXX-YYY.nii.gz``, synthesized ``BraTS-GLI-XXXXX-YYY-t1n.nii.gz``); see ``inference.naming``. A folder of source subsets holds one
-subfolder per subset, ``from-<mod>[+<mod>...]``. References (``--ref DIR``) are either a flat folder in the same
+(``BraTS-GLI-XXXXX-YYY.nii.gz``, synthesized ``BraTS-GLI-XXXXX-YYY-t1n.nii.gz``); see ``inference.naming``.
+A folder of source subsets holds one subfolder per subset,
+``from-<mod>[+<mod>...]``. References (``--ref DIR``) are either a flat folder in the same
 naming or a data set in any layout ``p2gmed.data.read.read_dataset`` knows (the case is the subject id).
 """
 

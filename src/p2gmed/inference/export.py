@@ -57,11 +57,13 @@ def card_markdown(card: dict[str, Any]) -> str:
     metric = f"{best['name']} = {best['value']:.4g} at step {best['step']}" if best else "not recorded"
     layout = card["training_data_layout"]
     layout = "data of a detected layout" if layout in (None, "auto") else f"{layout}-layout data"
-    spacing = " x ".join(f"{v:g}" for v in card["training_spacing_mm"]) + " mm" if card["training_spacing_mm"] else "unknown"
+    mm = card["training_spacing_mm"]
+    spacing = " x ".join(f"{v:g}" for v in mm) + " mm" if mm else "unknown"
     lines = [
         f"# p2gmed model card: {card['task']} ({card['architecture']})",
         "",
-        f"- Inputs and outputs: {', '.join(card['modalities'])}" + (f"; labels {card['labels']}" if card["labels"] else ""),
+        f"- Inputs and outputs: {', '.join(card['modalities'])}"
+        + (f"; labels {card['labels']}" if card["labels"] else ""),
         f"- Training: {card['steps']} optimizer steps on {layout}; "
         f"best validation {metric}",
         f"- Data settings: spacing {spacing}, ROI {' x '.join(map(str, card['roi_size']))}, normalisation "
