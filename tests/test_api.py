@@ -77,6 +77,8 @@ def test_predict_options_per_call_and_errors(tmp_path):
         model.predict({"t1n": inputs["t1n"], "t2w": (np.ones((5, 5, 5)), LPS)})
     with pytest.raises(InputError, match="list"):
         model.predict({"t1n": [1, 2, 3]})
+    with pytest.raises(InputError, match="unknown prediction option.*mirror"):
+        model.predict({"t1n": inputs["t1n"]}, mirror=True)
 
 
 def test_ensemble_of_one_kind_is_the_mean_of_its_members(tmp_path):

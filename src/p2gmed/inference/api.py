@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from p2gmed.errors import InputError
 from p2gmed.inference.geometry import ImageSource, load_case, native_image
 from p2gmed.inference.models import LoadedModel, check_models, load_models
 from p2gmed.inference.predict import SEG, PredictOptions, check_inputs, predict_volumes
@@ -72,7 +73,7 @@ class P2GModel:
         Raises:
             InputError: an unknown modality name, inputs on different grids, an unreadable or NaN input.
         """
-        settings = PredictOptions(**{**vars(self.options), **options})
+        settings = _options({**vars(self.options), **options})
         given, written = check_inputs(self.models, inputs)
         arrays, geometry = load_case(given)
         prediction = predict_volumes(self.models, arrays, geometry, settings, self.device)
@@ -112,4 +113,15 @@ def load(
 
     paths = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
     resolved = device if isinstance(device, torch.device) else resolve_device(str(device))
-    return P2GModel(load_models(paths, resolved), resolved, PredictOptions(**options))
+    return P2GModel(load_models(paths, resolved), resolved, _options(options))
+
+
+def _options(values: dict[str, Any]) -> PredictOptions:
+    """`PredictOptions` from keyword arguments; InputError naming an unknown one."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(PredictOptions)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(f"unknown prediction option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return PredictOptions(**values)
