@@ -248,3 +248,20 @@ def test_export_refuses_junk_and_overwriting_the_input(trained, tmp_path, capsys
     assert main(["export", "--model", str(junk), "--format", "p2g", "--out", str(tmp_path / "x.pt")]) == 2
     assert main(["export", "--model", str(trained), "--format", "p2g", "--out", str(trained)]) == 2
     assert "Traceback" not in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
+def test_cli_batch_part_continue_naming(trained, demo_brain, tmp_path, capsys):
+    from p2gmed.cli import main
+
+    base = ["predict", "--model", str(trained), "--case-dir", str(demo_brain), "--out", str(tmp_path / "pred"),
+            "--naming", "brats", "--device", "cpu", "--no-progress"]
+    cases = sorted(p.name for p in demo_brain.iterdir() if p.is_dir())
+    assert main([*base, "--part", "1/2"]) == 0
+    assert "predicted 2 case(s) (part 1/2)" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.json")) == [f"{c}.json" for c in cases[::2]]
+    assert (tmp_path / "pred" / f"{cases[0]}-t2w.nii.gz").is_file()
+    assert main([*base, "--continue"]) == 0
+    printed = capsys.readouterr().out
+    assert "predicted 2 case(s)" in printed and "2 already complete, skipped" in printed
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.json")) == [f"{c}.json" for c in cases]
+    assert main([*base, "--part", "3/2"]) == 2
