@@ -68,3 +68,19 @@ def test_cli_writes_one_png_per_case_with_reference_rows(tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["c2.png"]
     assert main(["figure", "--pred", str(tmp_path / "pred"), "--out", str(tmp_path / "x"), "--case", "c9"]) == 2
     assert "c9" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_log_case_figure_writes_a_tensorboard_image(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from p2gmed.report.case_figure import log_case_figure
+
+    vol = np.random.default_rng(0).uniform(1, 2, SHAPE)
+    with SummaryWriter(str(tmp_path)) as writer:
+        log_case_figure(writer, "validation/case", 7, [("t1n given", vol), ("t2w synthesized", vol)],
+                        references={"t2w": vol})
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    (image,) = events.Images("validation/case")
+    assert image.step == 7 and image.height > 0 and image.width > 0  # 3 rows x 3 views

@@ -164,3 +164,12 @@ def _atomic():
     from p2gmed.io import atomic_path
 
     return atomic_path
+
+
+def log_case_figure(writer, tag: str, step: int, *args, **kwargs) -> None:
+    """Draw `case_figure(*args, **kwargs)` into TensorBoard (`SummaryWriter.add_figure`) and close it.
+
+    The hook for validation during training: one held-out subject's given, synthesized and reference modalities
+    (or its predicted and reference segmentation) at each validation step.
+    """
+    writer.add_figure(tag, case_figure(*args, **kwargs), global_step=step, close=True)
