@@ -95,6 +95,10 @@ def test_ensemble_of_one_kind_is_the_mean_of_its_members(tmp_path):
     pair = P2GModel([stand_in(Scaled(0.5), "synthesis", path="a.pt"), stand_in(Scaled(1.5), "synthesis", path="b.pt")],
                     torch.device("cpu")).predict(inputs)
     np.testing.assert_allclose(pair["t2w"].get_fdata(), single["t2w"].get_fdata(), rtol=1e-5, atol=1e-3)
+    other = stand_in(Scaled(1.0), "synthesis", path="c.pt")
+    other.cfg.data.mri_norm = "volume"
+    with pytest.raises(InputError, match="normalise intensities differently"):
+        P2GModel([stand_in(Scaled(1.0), "synthesis", path="a.pt"), other], torch.device("cpu"))
 
 
 def test_mirroring_tta_averages_the_flipped_predictions(tmp_path):

@@ -167,6 +167,16 @@ def check_models(models: list[LoadedModel]) -> None:
                     f"({', '.join(first.modalities)} vs {', '.join(other.modalities)}) or labels; models of one "
                     "kind are averaged as an ensemble and must agree"
                 )
+            if _normalisation(other) != _normalisation(first):
+                raise InputError(
+                    f"{first.path} and {other.path} are both {kind} models but normalise intensities differently "
+                    f"({_normalisation(first)} vs {_normalisation(other)}); their outputs cannot be averaged"
+                )
+
+
+def _normalisation(model: LoadedModel) -> tuple:
+    data = model.cfg.data
+    return (data.mri_norm, tuple(data.ct_window), float(data.pet_scale))
 
 
 def ensembles(models: list[LoadedModel]) -> list[list[LoadedModel]]:
