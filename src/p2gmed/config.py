@@ -352,10 +352,20 @@ def parse_override(text: str) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults <- YAML preset (with `extends`) <- `--set` overrides, validated."""
+    return config_from_dict(_settings(path, overrides))
+
+
+def _settings(path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> dict:
+    """What the preset (with its `extends`) and the overrides set, as a nested dict."""
     data: dict = _read_yaml(Path(path)) if path else {}
     for text in overrides:
         data = _merge(data, parse_override(text))
-    return config_from_dict(data)
+    return data
+
+
+def names_setting(path: str | Path | None, overrides: list[str] | tuple[str, ...], section: str, field: str) -> bool:
+    """Whether the preset (with its `extends`) or an override sets `section.field` itself."""
+    return field in (_settings(path, overrides).get(section) or {})
 
 
 def replace_fields(cfg: Config, **sections: dict[str, Any]) -> Config:

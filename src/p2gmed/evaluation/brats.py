@@ -131,6 +131,18 @@ def brats_metrics(
 
 
 
+def resolve_labels(refs: dict, labels: str | None, ref_dir: str | Path) -> str:
+    """The BraTS label convention: `labels` if given, else the one every reference case's layout implies."""
+    if labels is None:
+        found = {f.labels for f in refs.values()}
+        if len(found) != 1 or None in found:
+            raise InputError(f"cannot tell the label convention of {ref_dir}; pass --labels brats2023|brats2018")
+        labels = found.pop()
+    if labels not in BRATS_LABELS:
+        raise InputError(f"label convention '{labels}' is not BraTS; use --labels brats2023|brats2018")
+    return labels
+
+
 def evaluate_brats(
     pred_dir: str | Path, ref_dir: str | Path, labels: str | None = None, allow_missing: bool = False
 ) -> list[dict]:
@@ -149,13 +161,7 @@ def evaluate_brats(
 
     by_source = scan_predictions(pred_dir)
     refs = reference_segmentations(ref_dir)
-    if labels is None:
-        found = {f.labels for f in refs.values()}
-        if len(found) != 1 or None in found:
-            raise InputError(f"cannot tell the label convention of {ref_dir}; pass --labels brats2023|brats2018")
-        labels = found.pop()
-    if labels not in BRATS_LABELS:
-        raise InputError(f"label convention '{labels}' is not BraTS; use --labels brats2023|brats2018")
+    labels = resolve_labels(refs, labels, ref_dir)
     rows = []
     for case, source, pred_file, pred, ref_file, ref in segmentation_pairs(pred_dir, by_source, refs, allow_missing):
         try:

@@ -26,6 +26,7 @@ from p2gmed.data.layouts import num_classes
 from p2gmed.data.read import read_dataset
 from p2gmed.data.records import Subject
 from p2gmed.data.sampling import TrainBatches, split_subjects, steps_per_epoch
+from p2gmed.data.spacing import training_spacing
 from p2gmed.data.volumes import load_subjects
 from p2gmed.errors import InputError
 from p2gmed.io import write_text
@@ -275,6 +276,7 @@ def run_training(
         out_channels=out_channels,
         modalities=modalities,
         labels=labels,
+        spacing=training_spacing(subjects, cfg.data.spacing),
         max_steps=max_steps,
         validation=validation,
         resume=resume,
