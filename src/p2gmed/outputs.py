@@ -155,12 +155,25 @@ class OutputFolder:
                 raise InputError(f"{target} already exists from an earlier p2g run; {hint}choose another "
                                  f"{self.option}")
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise updates of the record between processes writing into one folder (`p2g predict --part`)."""
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def record(self, names: Iterable[str | Path], command: str | None = None) -> None:
         """Create the folder and add `names` to its record (call before writing them)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        files = self.files()
-        files += [n for n in (self._rel(n) for n in names) if n not in files]
-        self._write(files, command)
+        with self._locked():
+            files = self.files()
+            files += [n for n in (self._rel(n) for n in names) if n not in files]
+            self._write(files, command)
 
     @contextlib.contextmanager
     def writing(self, names: Iterable[str | Path], command: str | None = None) -> Iterator[OutputFolder]:
@@ -174,13 +187,14 @@ class OutputFolder:
             yield self
         except BaseException:
             unwritten = {n for n in names if not (self.path / n).exists()}
-            kept = [f for f in self.files() if f not in unwritten]
+            with self._locked():
+                kept = [f for f in self.files() if f not in unwritten]
+                if not (created_record and not kept):
+                    self._write(kept, None)
             if created_record and not kept:
                 self.manifest.unlink(missing_ok=True)
                 if created_folder and not any(self.path.iterdir()):
                     self.path.rmdir()
-            else:
-                self._write(kept, None)
             raise
 
     def record_tree(self, under: str | Path, command: str | None = None) -> None:
