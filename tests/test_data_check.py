@@ -165,9 +165,16 @@ def test_make_demo_round_trip_checks_clean(tmp_path, capsys):
     rc, out_text, err = run_cli(["data", "check", str(out)], capsys)
     assert rc == 0, err
     assert "2 subjects" in out_text and "all files OK" in out_text
-    # a demo folder may be replaced by a new demo
+    # a demo folder is replaced only with --force, and then only p2g's files: the user's notes stay
+    (out / "notes.txt").write_text("mine")
     rc, _, err = run_cli(
         ["data", "make-demo", "--out", str(out), "--subjects", "1", "--kind", "brain"], capsys
     )
+    assert rc == 2 and "--force" in err and "Traceback" not in err
+    assert len(check_dataset(out).subjects) == 2
+    rc, _, err = run_cli(
+        ["data", "make-demo", "--out", str(out), "--subjects", "1", "--kind", "brain", "--force"], capsys
+    )
     assert rc == 0, err
     assert len(check_dataset(out).subjects) == 1
+    assert (out / "notes.txt").read_text() == "mine"

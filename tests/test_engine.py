@@ -272,7 +272,7 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match=r"could not write .*last.pt \(disk full\); the earlier last.pt is unchanged"):
         ckpt_mod.save_checkpoint(path, step=2, **common)
     assert path.read_bytes() == original
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind

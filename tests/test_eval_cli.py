@@ -90,7 +90,9 @@ def test_missing_and_extra_cases(synthesis_dirs, capsys):
     _save(root / "pred" / "caseC_t1n.nii.gz", np.ones(SHAPE, np.float32))
     (root / "ref" / "caseA_t2f.nii.gz").unlink()
     out.unlink()
-    assert main(args) == 2
+    assert main(args) == 2  # the summaries of the first run are still there: p2g does not replace them unasked
+    assert "already exists from an earlier p2g run" in capsys.readouterr().err
+    assert main(args + ["--force"]) == 2
     assert "without a reference" in capsys.readouterr().err and not out.exists()
 
 

@@ -133,19 +133,68 @@ def test_execute_skips_finished_steps_and_force_redoes_them(tmp_path):
     assert len(calls) == 3
 
 
-def test_execute_redoes_an_interrupted_step_from_a_clean_slate(tmp_path):
+def test_execute_redoes_an_interrupted_step_removing_only_what_p2g_recorded(tmp_path):
     state = tmp_path / ".state"
-    (tmp_path / "made").mkdir()
-    (tmp_path / "made" / "stale").write_text("half-written")
+    steps.execute(_steps(tmp_path, []), state, runner=lambda a: None, echo=lambda s: None)
+    (tmp_path / "made" / "file").write_text("stale")  # p2g's own output of the earlier invocation
+    (tmp_path / "made" / "mine.txt").write_text("the user's")
+    (state / "a.json").unlink()  # as if step a had been interrupted
 
     def failing(argv):
         raise InputError("boom")
 
     with pytest.raises(InputError):
         steps.execute(_steps(tmp_path, []), state, runner=failing, echo=lambda s: None)
-    assert not (state / "a.json").exists()
+    assert not (state / "a.json").exists() and not (tmp_path / "made" / "file").exists()
     steps.execute(_steps(tmp_path, []), state, runner=lambda a: None, echo=lambda s: None)
-    assert not (tmp_path / "made" / "stale").exists() and (tmp_path / "made" / "file").exists()
+    assert (tmp_path / "made" / "file").read_text() == "x"
+    assert (tmp_path / "made" / "mine.txt").read_text() == "the user's"
+    steps.execute(_steps(tmp_path, []), state, runner=lambda a: None, echo=lambda s: None, force=True)
+    assert (tmp_path / "made" / "mine.txt").read_text() == "the user's"
+
+
+def test_execute_refuses_a_folder_p2g_did_not_write(tmp_path):
+    (tmp_path / "thesis.docx").write_text("years of work")
+    with pytest.raises(InputError, match="not written by p2g"):
+        steps.execute(_steps(tmp_path, []), tmp_path / ".state", runner=lambda a: None, echo=lambda s: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.docx"]
+
+
+def test_execute_resumes_an_interrupted_training_run(tmp_path):
+    run = tmp_path / "runs" / "pre"
+    plan = [steps.Step("pre", "training", [["pretrain", "--out", str(run)]], outputs=(run,), run=run)]
+    calls = []
+    steps.execute(plan, tmp_path / ".state", runner=calls.append, echo=lambda s: None)
+    assert calls == [["pretrain", "--out", str(run)]]
+    (tmp_path / ".state" / "pre.json").unlink()
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.pt").write_bytes(b"checkpoint of step 3")
+    (run / "notes.txt").write_text("the user's")
+    steps.execute(plan, tmp_path / ".state", runner=calls.append, echo=lambda s: None)
+    assert calls[-1] == ["pretrain", "--out", str(run), "--resume"]
+    assert (run / "checkpoints" / "last.pt").exists()
+    steps.execute(plan, tmp_path / ".state", runner=calls.append, echo=lambda s: None, force=True)
+    assert calls[-1] == ["pretrain", "--out", str(run)]  # redone: p2g's run files removed, the user's kept
+    assert not (run / "checkpoints" / "last.pt").exists() and (run / "notes.txt").read_text() == "the user's"
+
+
+def test_interrupt_inside_a_plan_is_an_interrupt_not_a_failure(tmp_path):
+    from p2gmed.errors import Interrupted
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    def run(argv):
+        from unittest import mock
+
+        with mock.patch("p2gmed.cli.build_parser") as parser:
+            parser.return_value.parse_args.return_value.func = interrupted
+            parser.return_value.parse_args.return_value.verbose = False
+            steps.run_p2g(argv)
+
+    with pytest.raises(Interrupted) as caught:
+        run(["pretrain"])
+    assert caught.value.exit_code == 130
 
 
 def test_dry_run_executes_nothing(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +23,10 @@ from p2gmed.errors import InputError
 from p2gmed.modalities import canonical
 
 log = logging.getLogger(__name__)
+
+
+#: the largest float32: a learning rate above it cannot even be applied to float32 parameters
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 @dataclass
@@ -211,6 +216,10 @@ class Config:
             )
         if self.model.feature_size % 12:
             raise InputError(f"model.feature_size must be a multiple of 12, got {self.model.feature_size}")
+        if not (math.isfinite(self.train.lr) and 0 < self.train.lr <= FLOAT32_MAX):
+            raise InputError(
+                f"train.lr must be a positive finite number (at most {FLOAT32_MAX:.3g}), got {self.train.lr}"
+            )
         if self.train.batch_size < 1 or self.data.crops_per_subject < 1:
             raise InputError("train.batch_size and data.crops_per_subject must be at least 1")
         for name in ("contrast", "equivariance", "invariance", "decomposition", "mse", "dice", "ce"):
@@ -308,10 +317,16 @@ def _from_dict(cls: type, data: dict, prefix: str = "", base: Any = None) -> Any
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path.is_dir():
+        raise InputError(f"configuration file {path} is a folder; give a YAML file (e.g. configs/tiny-cpu.yaml)")
     if not path.is_file():
         raise InputError(f"configuration file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise InputError(f"configuration file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise InputError(f"configuration file {path} cannot be read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
         raise InputError(f"configuration file {path} is not valid YAML: {exc}".splitlines()[0]) from None
     if not isinstance(data, dict):
@@ -319,6 +334,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     parent = data.pop("extends", None)
     if parent is None:
         return data
+    if not isinstance(parent, str) or not parent.strip():
+        raise InputError(f"configuration file {path}: 'extends' must name another YAML file, got {parent!r}")
     parent_path = (path.parent / parent).resolve()
     if parent_path in seen:
         raise InputError(f"configuration file {path} extends itself through {parent}")

@@ -20,3 +20,24 @@ class DataError(InputError):
     def __init__(self, problems: list[str] | str):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         super().__init__("\n".join(self.problems))
+
+
+class Interrupted(Exception):
+    """A signal (SIGINT, SIGTERM) stopped the command after it saved what it could.
+
+    The CLI prints the message and exits with the shell's convention, 128 + the signal number (130, 143).
+
+    Attributes:
+        exit_code: the process exit status.
+    """
+
+    def __init__(self, message: str, exit_code: int = 130):
+        self.exit_code = exit_code
+        super().__init__(message)
+
+
+class RunError(Exception):
+    """A run could not go on although its input was valid (it diverged: NaN or infinite values).
+
+    The CLI prints the message (one sentence saying what is kept and what to do) and exits with status 1.
+    """

@@ -15,21 +15,44 @@ from typing import Any
 import nibabel as nib
 import torch
 
+from p2gmed.errors import InputError
+
+
+class WriteError(InputError):
+    """A file could not be written (disk full, file too large, no permission); the earlier file is unchanged."""
+
+
+def write_error(path: Path, exc: BaseException) -> WriteError:
+    reason = getattr(exc, "strerror", None) or (
+        "the write stopped short: disk full or a file size limit" if isinstance(exc, RuntimeError)
+        else " ".join(str(exc).split())[:160] or type(exc).__name__)
+    earlier = f"the earlier {path.name} is unchanged" if path.exists() else "nothing was written"
+    return WriteError(f"could not write {path} ({reason}); {earlier}; free space or choose another folder")
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it is renamed onto `path`, on error removed."""
+    """Yield a temporary path next to `path`; on success it is renamed onto `path`, on error removed.
+
+    A failed write (disk full, file too large, ...) leaves `path` as it was and raises `WriteError`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or "".join(path.suffixes))
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                   suffix=suffix or "".join(path.suffixes))
+        os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc) from None
     tmp_path = Path(tmp)
     umask = os.umask(0)
     os.umask(umask)
     try:
-        yield tmp_path
-        tmp_path.chmod(0o666 & ~umask)  # mkstemp makes 0600 files; outputs are ordinary files
-        os.replace(tmp_path, path)
+        try:
+            yield tmp_path
+            tmp_path.chmod(0o666 & ~umask)  # mkstemp makes 0600 files; outputs are ordinary files
+            os.replace(tmp_path, path)
+        except OSError as exc:
+            raise write_error(path, exc) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -42,7 +65,10 @@ def write_text(path: str | Path, text: str) -> None:
 
 def save_torch(obj: Any, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        try:
+            torch.save(obj, tmp)
+        except RuntimeError as exc:  # torch's zip writer reports a short write (disk full, file size limit) so
+            raise write_error(Path(path), exc) from None
 
 
 def save_nifti(img: Any, path: str | Path) -> Path:

@@ -2,7 +2,9 @@
 `register(subparsers)`; heavy imports (torch, MONAI) happen inside the command functions so that
 `p2g --help` is instant.
 
-Exit codes: 0 success; 2 bad input or usage (one sentence on stderr, no traceback); 1 internal error.
+Exit codes: 0 success; 2 bad input or usage (one sentence on stderr, no traceback); 1 internal error or a
+run that diverged (one sentence);
+130 / 143 interrupted by SIGINT / SIGTERM (128 + the signal number).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import sys
 
 from p2gmed import __version__
-from p2gmed.errors import InputError
+from p2gmed.errors import InputError, Interrupted, RunError
 
 #: subcommand -> module in this package
 COMMANDS = {
@@ -53,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _file_size_limit_raises() -> None:
+    """Past a file-size limit (ulimit -f) the kernel kills the process with SIGXFSZ; ignoring that signal turns
+    it into an EFBIG write error, which p2g reports in one sentence and survives with its earlier files intact."""
+    import signal
+    import threading
+
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -61,12 +73,19 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    _file_size_limit_raises()
     try:
         result = args.func(args)
     except InputError as exc:
         print(f"p2g {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RunError as exc:
+        print(f"p2g {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except Interrupted as exc:
+        print(f"p2g {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
-        print("p2g: interrupted", file=sys.stderr)
+        print(f"p2g {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(result or 0)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from p2gmed.errors import InputError
 
-#: written into every folder `make-demo` creates; only such folders may be replaced by a new make-demo
+#: written into every folder `make-demo` creates: what was generated (kind, layout, seed, ...)
 DEMO_MARKER = "p2g-demo.json"
 DEFAULT_LAYOUT = {"brain": "brats23", "petct": "autopet", "nac": "nac"}
 
@@ -37,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--spacing", type=float, default=None, metavar="MM", help="isotropic voxel size in mm")
+    demo.add_argument("--force", action="store_true",
+                      help="replace an earlier demo data set in --out (p2g's files only; yours stay)")
     demo.set_defaults(func=run_make_demo)
 
     check = sub.add_parser("check", help="validate a data set folder; exit 2 naming each bad file")
@@ -62,13 +65,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     convert.set_defaults(func=run_convert)
 
 
-def _is_demo_folder(path: Path) -> bool:
-    return (path / DEMO_MARKER).is_file()
-
-
 def run_make_demo(args: argparse.Namespace) -> int:
-    """Write the demo into a temporary sibling folder, then move it into place: never half-written."""
+    """Write the demo into a temporary sibling folder, then move it into place: never half-written.
+
+    The folder must be new, empty, or an earlier demo (replaced with --force: p2g's own files only; anything the
+    user added stays)."""
     from p2gmed.data import layouts
+    from p2gmed.outputs import OutputFolder
 
     out: Path = args.out
     layout = args.layout or DEFAULT_LAYOUT[args.kind]
@@ -78,10 +81,11 @@ def run_make_demo(args: argparse.Namespace) -> int:
         raise InputError(f"--subjects must be at least 1, got {args.subjects}")
     if args.spacing is not None and args.spacing <= 0:
         raise InputError(f"--spacing must be > 0 mm, got {args.spacing}")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not _is_demo_folder(out):
-        raise InputError(f"--out {out} is not empty and not a p2g demo folder; choose an empty or new folder")
+    folder = OutputFolder.claim(out)
+    earlier = [f for f in folder.files() if (out / f).exists()]
+    if earlier and not args.force:
+        raise InputError(f"--out {out} already holds a p2g demo data set; pass --force to replace p2g's files "
+                         "there, or choose another folder")
 
     from p2gmed.data.synthetic import make_demo
 
@@ -89,28 +93,24 @@ def run_make_demo(args: argparse.Namespace) -> int:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         files = make_demo(
-            staging,
-            kind=args.kind,
-            subjects=args.subjects,
-            layout=layout,
-            seed=args.seed,
-            spacing=args.spacing,
+            staging, kind=args.kind, subjects=args.subjects, layout=layout, seed=args.seed, spacing=args.spacing,
         )
-        marker = {
-            "kind": args.kind,
-            "subjects": args.subjects,
-            "layout": layout,
-            "seed": args.seed,
-            "spacing": args.spacing,
-        }
+        marker = {"kind": args.kind, "subjects": args.subjects, "layout": layout, "seed": args.seed,
+                  "spacing": args.spacing}
         (staging / DEMO_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            out.rename(old / out.name)
+        names = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
+        if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+            OutputFolder(staging).record(names, "p2g data make-demo")
+            if out.exists():
+                out.rmdir()
             staging.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(out)
+        else:  # an earlier demo (or an empty record): replace p2g's files one by one, around the user's
+            folder.check_targets(names, force=True)
+            folder.remove_recorded()
+            folder.record(names, "p2g data make-demo")
+            for name in names:
+                (out / name).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / name, out / name)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -12,13 +12,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the main job on the built-in data: pre-train, tune, evaluate, report",
         description=(
             "Runs the whole method on simulated brain MRI in minutes on a CPU and writes report.md/report.html. "
-            "Re-running into the same folder skips finished stages (markers in OUT/.state/) and redoes an "
-            "interrupted one; --force redoes everything."
+            "Re-running into the same folder skips finished stages (markers in OUT/.state/), resumes an "
+            "interrupted training and redoes any other interrupted stage; --force redoes everything. OUT must be "
+            "new, empty or an earlier demo: p2g removes or replaces only the files it recorded there."
         ),
     )
     p.add_argument("--out", type=Path, default=Path("p2g-demo"), help="output folder (default: ./p2g-demo)")
     p.add_argument("--quick", action="store_true", help="fewer subjects and steps: under 3 minutes on 2 CPU cores")
-    p.add_argument("--force", action="store_true", help="redo every stage instead of continuing")
+    p.add_argument("--force", action="store_true", help="redo every stage instead of continuing (p2g's own files only)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: half the cores, at least 1)")
     p.set_defaults(func=run)
 

@@ -28,6 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--ref", required=True, type=Path,
                          help="flat folder in the same naming, or a data set in any supported layout")
         sub.add_argument("--out", required=True, type=Path, help="per-case CSV to write")
+        sub.add_argument("--force", action="store_true",
+                         help="replace the CSV and summaries an earlier p2g evaluate wrote at --out")
         sub.add_argument("--allow-missing", action="store_true",
                          help="evaluate the matched cases only, instead of failing on a missing or extra case")
         sub.set_defaults(func=run)
@@ -57,14 +59,34 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out {out} is a folder; give the CSV file to write")
     if out.suffix.lower() != ".csv":
         raise InputError(f"--out {out} must name a .csv file (the summary goes beside it as .md)")
+    for option, path in (("--pred", args.pred), ("--ref", args.ref)):
+        if not Path(path).exists():
+            raise InputError(f"{option} {path} does not exist")
+    folder = _claim(args, out)
     if args.task == "synthesis":
         rows, columns, summary = _synthesis(args)
     elif args.task == "brats":
         rows, columns, summary = _brats(args)
     else:
         rows, columns, summary = _autopet(args)
-    _write(out, rows, columns, summary, f"p2g evaluate {args.task}: {args.pred} vs {args.ref}")
+    with folder.writing(_outputs(out), "p2g evaluate"):
+        _write(out, rows, columns, summary, f"p2g evaluate {args.task}: {args.pred} vs {args.ref}")
     return 0
+
+
+def _outputs(out: Path) -> list[str]:
+    return [out.name, out.with_suffix(".md").name, out.with_suffix(".summary.csv").name]
+
+
+def _claim(args: argparse.Namespace, out: Path):
+    """The CSV's folder may hold the user's files too, but p2g replaces only what it wrote there (with --force),
+    and never writes into the reference data or into predictions p2g did not write."""
+    from p2gmed.outputs import OutputFolder
+
+    inputs = [args.ref] + ([args.pred] if not OutputFolder(args.pred).is_recorded() else [])
+    folder = OutputFolder.claim(out.parent, option="--out", inputs=inputs, shared=True)
+    folder.check_targets(_outputs(out), force=args.force)
+    return folder
 
 
 def _synthesis(args):

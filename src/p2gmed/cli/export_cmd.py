@@ -43,26 +43,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", required=True, type=Path, metavar="FILE", help="output file (.pt); FILE.json beside it"
     )
+    p.add_argument("--force", action="store_true", help="replace a file an earlier p2g export wrote at --out")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from p2gmed.errors import InputError
     from p2gmed.models.weights import export_monai_swinunetr
+    from p2gmed.outputs import OutputFolder
 
+    if args.out.is_dir():
+        raise InputError(f"--out {args.out} is a folder; give the file to write")
     if args.out.resolve() == args.model.resolve():
         raise InputError(f"--out {args.out} would overwrite the input checkpoint")
-    if args.format == "p2g":
-        from p2gmed.inference.export import export_inference
+    names = [args.out.name, args.out.name + (".md" if args.format == "p2g" else ".json")]
+    folder = OutputFolder.claim(args.out.parent, shared=True)
+    folder.check_targets(names, force=args.force)
+    with folder.writing(names, "p2g export"):
+        if args.format == "p2g":
+            from p2gmed.inference.export import export_inference
 
-        result = export_inference(args.model, args.out)
-        mib = lambda n: n / 2**20  # noqa: E731
-        print(
-            f"wrote {args.out} ({mib(result['bytes']):.2f} MiB; the training checkpoint {args.model} is "
-            f"{mib(result['source_bytes']):.2f} MiB, {result['bytes'] / result['source_bytes']:.0%} of it) "
-            f"and its model card {args.out}.md"
-        )
-        return 0
-    kwargs = export_monai_swinunetr(args.model, args.out)
+            result = export_inference(args.model, args.out)
+            mib = lambda n: n / 2**20  # noqa: E731
+            print(
+                f"wrote {args.out} ({mib(result['bytes']):.2f} MiB; the training checkpoint {args.model} is "
+                f"{mib(result['source_bytes']):.2f} MiB, {result['bytes'] / result['source_bytes']:.0%} of it) "
+                f"and its model card {args.out}.md"
+            )
+            return 0
+        kwargs = export_monai_swinunetr(args.model, args.out)
     log.info("wrote %s (SwinUNETR %s)", args.out, ", ".join(f"{k}={v}" for k, v in kwargs.items()))
     return 0

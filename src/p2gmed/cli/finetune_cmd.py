@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     last, main_process = run_on_every_rank(
         lambda: run_training(
             cfg.tune.task, args.data, args.out, cfg, init=args.init, init_swinvit=args.init_swinvit,
-            resume=args.resume,
+            resume=args.resume, allow_config_change=args.allow_config_change,
         )
     )
     if main_process:

@@ -67,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="nnU-Net data sets: channel index to modality, instead of dataset.json's names")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--force", action="store_true",
+                   help="replace outputs an earlier p2g predict wrote into --out for the same case(s)")
     p.set_defaults(func=run)
 
 
@@ -89,8 +91,8 @@ def parse_inputs(items: list[str]) -> dict[str, Path]:
 def run(args: argparse.Namespace) -> int:
     from p2gmed.data.manifests import parse_channels
     from p2gmed.inference.api import load
-    from p2gmed.inference.batch import parse_part, predict_folder
-    from p2gmed.inference.predict import predict_case
+    from p2gmed.inference.batch import parse_part
+    from p2gmed.inference.predict import case_name_from_inputs
 
     inputs = parse_inputs(args.input) if args.input else None
     if args.case and not inputs:
@@ -102,11 +104,24 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--case-dir {args.case_dir} does not exist")
     part = parse_part(args.part) if args.part else None
     channels = parse_channels(args.channels) if args.channels else None
+    out = claim_output(args, inputs)
     model = load(
         args.model, args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size, mode=args.mode,
         stitch=args.stitch, reconstruct_given=args.reconstruct_given, resample=args.resample, tta=args.tta,
         naming=args.naming, progress=not args.no_progress and inputs is not None,
     )
+    cases = [args.case or case_name_from_inputs(inputs)] if inputs is not None else _case_ids(args, part, channels)
+    names = [n for case in cases for n in _possible_outputs(model.models, case, inputs or {}, args.naming)]
+    # --continue goes on with p2g's own outputs of an earlier run (complete cases are skipped, not rewritten)
+    out.check_targets(names, force=args.force or args.skip_complete, force_option="--force or --continue")
+    with out.writing(names, "p2g predict"):
+        return _predict(args, model, inputs, part, channels)
+
+
+def _predict(args: argparse.Namespace, model, inputs: dict[str, Path] | None, part, channels) -> int:
+    from p2gmed.inference.batch import predict_folder
+    from p2gmed.inference.predict import predict_case
+
     if inputs is not None:
         sidecar = predict_case(model.models, inputs, args.out, args.case, model.options, model.device)
         _print_case(sidecar, args.out)
@@ -125,6 +140,36 @@ def run(args: argparse.Namespace) -> int:
     if summary["failed"]:
         raise InputError(f"{len(summary['failed'])} case(s) of {args.case_dir} could not be predicted (see above)")
     return 0
+
+
+def claim_output(args: argparse.Namespace, inputs: dict[str, Path] | None):
+    """--out must be new, empty or p2g's own; never the case folder or data set (nor inside it), nor the folder
+    of an --input file."""
+    from p2gmed.outputs import OutputFolder
+
+    for path in (inputs or {}).values():
+        if path.parent.is_dir() and args.out.is_dir() and args.out.resolve() == path.parent.resolve():
+            raise InputError(f"--out {args.out} is the folder of the input file {path}; p2g never writes among its "
+                             "inputs, choose a separate output folder")
+    return OutputFolder.claim(args.out, inputs=[args.case_dir] if args.case_dir is not None else [])
+
+
+def _case_ids(args: argparse.Namespace, part, channels) -> list[str]:
+    from p2gmed.data.read import read_dataset
+    from p2gmed.inference.batch import shard
+
+    return [s.subject_id for s in shard(read_dataset(args.case_dir, args.layout, channels=channels), part)]
+
+
+def _possible_outputs(models, case: str, inputs: dict[str, Path], naming: str) -> list[str]:
+    """Every file predicting `case` may write (a superset: the names the models and inputs can produce)."""
+    from p2gmed.inference.naming import SEG, output_name
+    from p2gmed.modalities import canonical
+
+    what = [m for model in models for m in model.modalities] + [canonical(m) for m in inputs]
+    if any(model.segments for model in models):
+        what.append(SEG)
+    return [output_name(case, w, naming) for w in dict.fromkeys(what)] + [f"{case}.json"]
 
 
 def _print_case(sidecar: dict, out: Path) -> None:

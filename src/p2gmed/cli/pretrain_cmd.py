@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = run_config(args)
     last, main_process = run_on_every_rank(
-        lambda: run_training("pretrain", args.data, args.out, cfg, resume=args.resume)
+        lambda: run_training(
+            "pretrain", args.data, args.out, cfg, resume=args.resume, allow_config_change=args.allow_config_change
+        )
     )
     if main_process:
         log.info("pre-training done: %s", last)

@@ -12,7 +12,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="one paper table (table1 ... table10) end to end",
         description=(
             "Builds the table's plan (configs, pre-training(s), tunings, baselines, predictions, evaluations) and "
-            "runs it in order; finished steps are skipped on a re-run (markers in OUT/.state/). Writes "
+            "runs it in order; finished steps are skipped on a re-run (markers in OUT/.state/), an interrupted "
+            "training resumes, and only files p2g recorded in OUT are ever removed or replaced. Writes "
             "OUT/<table>.md and OUT/<table>.csv with the measured numbers next to the paper's. Tables: 1/2/8/9 "
             "MRI synthesis, 3/10 missing-modality segmentation, 4 PET/CT ablation synthesis, 5 AutoPET "
             "segmentation with baselines, 6 NAC-PET synthesis, 7 segmentation ablation."

@@ -24,7 +24,7 @@ def add_run_arguments(
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
-    """--config, --max-steps, --resume, --set, --device."""
+    """--config, --max-steps, --resume, --allow-config-change, --set, --device."""
     p.add_argument(
         "--config", type=Path, metavar="YAML", help="configuration preset (e.g. configs/tiny-cpu.yaml)"
     )
@@ -37,7 +37,14 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue RUN from checkpoints/last.pt (model, optimizer, schedule, RNG, step) to --max-steps",
+        help="continue RUN from checkpoints/last.pt (model, optimizer, schedule, RNG, step) to --max-steps; "
+        "a folder a killed run left without any checkpoint starts again from step 0",
+    )
+    p.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: accept settings that differ from the checkpoint's (seed, lr, split, ...), which "
+        "breaks exact resume; they are recorded in RUN/config-changes.jsonl",
     )
     p.add_argument(
         "--set",

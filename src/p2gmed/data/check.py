@@ -44,6 +44,28 @@ class Geometry:
     spacing: tuple[float, float, float]
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line (nibabel's messages span several)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:200]
+
+
+def image_problem(img, data: np.ndarray | None = None) -> str | None:
+    """What makes an opened NIfTI image unusable as an intensity volume or label map, or None.
+
+    Checked: voxel type (complex and RGB values are not intensities) and an affine that is not finite or not
+    invertible (the voxel-to-world map every resampling needs)."""
+    dtype = np.dtype(img.get_data_dtype()) if data is None else data.dtype
+    if dtype.kind == "c" or dtype.fields is not None:
+        return f"holds {dtype} voxels, not real numbers"
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        return "has an affine (voxel-to-world map) with NaN or infinite entries"
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        return "has a singular affine (zero voxel size or collapsed axes), so its voxels have no place in space"
+    return None
+
+
 def read_geometry(path: Path):
     """Open `path` lazily (header only). Returns (nibabel image, Geometry).
 
@@ -55,7 +77,9 @@ def read_geometry(path: Path):
     except FileNotFoundError:
         raise DataError(f"{path} does not exist.") from None
     except Exception as exc:  # nibabel raises several types for non-NIfTI input
-        raise DataError(f"{path} is not a readable NIfTI file ({exc}).") from None
+        raise DataError(f"{path} is not a readable NIfTI file ({one_line(exc)}).") from None
+    if problem := image_problem(img):
+        raise DataError(f"{path} {problem}.")
     shape = tuple(int(s) for s in img.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -80,7 +104,7 @@ def read_voxels(path: Path, img) -> np.ndarray:
     try:
         return np.asanyarray(img.dataobj)
     except (EOFError, OSError, zlib.error, ValueError) as exc:
-        raise DataError(f"{path} is truncated or corrupt ({exc}).") from None
+        raise DataError(f"{path} is truncated or corrupt ({one_line(exc)}).") from None
 
 
 def label_value_problem(values: np.ndarray, convention: str | None) -> str | None:

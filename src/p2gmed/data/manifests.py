@@ -33,6 +33,8 @@ def label_convention(labels: dict | str | None) -> str | None:
         return None
     if isinstance(labels, str):
         return labels if labels in layouts.LABEL_VALUES else None
+    if not isinstance(labels, dict):
+        return None
     names: dict[int, str] = {}
     for key, value in labels.items():
         if str(key).isdigit() and isinstance(value, str):
@@ -104,11 +106,15 @@ def read_nnunet(root: Path, channels: dict[int, str] | None = None) -> list[Subj
         meta = json.loads(dataset_json.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"{dataset_json} cannot be read as JSON ({exc}).") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{dataset_json} is not a JSON object with 'channel_names' and 'file_ending'.")
     if channels is None:
         channels = _nnunet_channels(dataset_json, meta)
     else:
         channels = {int(k): canonical(v) for k, v in channels.items()}
     ending = meta.get("file_ending", ".nii.gz")
+    if not isinstance(ending, str) or not ending:
+        raise DataError(f"{dataset_json} gives 'file_ending' {ending!r}; it must be a file ending such as '.nii.gz'.")
     convention = label_convention(meta.get("labels"))
     pattern = re.compile(rf"^(.+)_(\d{{4}}){re.escape(ending)}$")
     subjects = []
@@ -170,30 +176,46 @@ def read_decathlon(root: Path) -> list[Subject]:
         meta = json.loads(datalist.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"{datalist} cannot be read as JSON ({exc}).") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{datalist} is not a JSON object with a 'training' list of entries.")
     entries = meta.get("training")
     if not isinstance(entries, list):
         lists = [v for v in meta.values() if isinstance(v, list) and v and isinstance(v[0], dict)]
         entries = lists[0] if lists else []
     convention = label_convention(meta.get("labels"))
+    modality = meta.get("modality")
     index_names = (
-        {int(k): v for k, v in meta.get("modality", {}).items()}
-        if isinstance(meta.get("modality"), dict)
-        else {}
+        {int(k): str(v) for k, v in modality.items() if str(k).isdigit()} if isinstance(modality, dict) else {}
     )
     base = datalist.parent
+
+    def path_of(n: int, key: str, value) -> Path:
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"entry {n} of {datalist} gives {key} {value!r}; it must be a file path (a string).")
+        return base / value
+
     subjects = []
     for n, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise DataError(f"entry {n} of {datalist} is {entry!r}, not an object naming each modality's file "
+                            f"(e.g. {{\"t1n\": \"case1_t1n.nii.gz\", \"label\": \"case1_seg.nii.gz\"}}).")
         images, label, case = {}, None, None
         for key, value in entry.items():
             low = key.lower()
             if low in _LABEL_KEYS:
-                label = base / value
+                label = path_of(n, key, value)
             elif low in _ID_KEYS:
                 case = str(value)
             elif low in ALIASES:
-                images[ALIASES[low]] = base / value
-            elif low == "image" and isinstance(value, list) and len(index_names) == len(value):
-                images.update({canonical(index_names[i]): base / v for i, v in enumerate(value)})
+                images[ALIASES[low]] = path_of(n, key, value)
+            elif (low == "image" and isinstance(value, list) and len(index_names) == len(value)
+                  and sorted(index_names) == list(range(len(value)))):
+                try:
+                    images.update({canonical(index_names[i]): path_of(n, key, v) for i, v in enumerate(value)})
+                except DataError:
+                    raise
+                except InputError as exc:
+                    raise DataError(f"{datalist} 'modality' does not name modalities: {exc}.") from None
             elif low == "image":
                 raise DataError(
                     f"entry {n} of {datalist} gives 'image' without modality names; name each file by its "

@@ -13,6 +13,7 @@ Outputs therefore always have the input's shape and affine, whatever its size, s
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -22,7 +23,10 @@ import numpy as np
 from nibabel import orientations
 from scipy import ndimage
 
+from p2gmed.data.check import image_problem, one_line
 from p2gmed.errors import DataError
+
+log = logging.getLogger(__name__)
 
 #: largest difference (mm, per affine entry) tolerated between the affines of one case's files; headers store
 #: float32, so files written by different tools differ in the last digits
@@ -79,7 +83,7 @@ def _as_image(modality: str, source: ImageSource) -> nib.spatialimages.SpatialIm
         except FileNotFoundError:
             raise DataError(f"{path}: file does not exist (given for {modality})") from None
         except Exception as exc:  # nibabel raises many types for corrupt or foreign files
-            raise DataError(f"{path}: cannot be read as a NIfTI image ({type(exc).__name__}: {exc})") from None
+            raise DataError(f"{path}: cannot be read as a NIfTI image ({type(exc).__name__}: {one_line(exc)})") from None
     if isinstance(source, nib.spatialimages.SpatialImage):
         return source
     if isinstance(source, tuple) and len(source) == 2:
@@ -98,9 +102,13 @@ def _load_one(modality: str, source: ImageSource) -> tuple[np.ndarray, nib.spati
     img = _as_image(modality, source)
     name = describe_source(modality, source)
     try:
-        data = np.asarray(img.dataobj, dtype=np.float32)
+        data = np.asanyarray(img.dataobj)
+        if data.dtype.kind != "c" and data.dtype.fields is None:
+            data = data.astype(np.float32, copy=False)
     except Exception as exc:  # truncated files fail only when the data are read
-        raise DataError(f"{name}: cannot be read as a NIfTI image ({type(exc).__name__}: {exc})") from None
+        raise DataError(f"{name}: cannot be read as a NIfTI image ({type(exc).__name__}: {one_line(exc)})") from None
+    if problem := image_problem(img, data):
+        raise DataError(f"{name} {problem}")
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
@@ -108,6 +116,9 @@ def _load_one(modality: str, source: ImageSource) -> tuple[np.ndarray, nib.spati
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise DataError(f"{name}: {bad} voxels are NaN or infinite")
+    if not data.any():
+        log.warning("%s (%s) is all zero: an empty scan carries no information, so what is predicted from it "
+                    "is a guess; check that it is the file you meant", name, modality)
     return data, img
 
 

@@ -214,7 +214,7 @@ def init_from_checkpoint(
     state = ckpt["model"]
     if modalities is not None and source_mods and source_mods != tuple(modalities):
         msg = f"{path} was trained on modalities {list(source_mods)} but this model reads {list(modalities)}"
-        if encoder_only and PATCH_EMBEDDING in state:
+        if encoder_only and PATCH_EMBEDDING in state and getattr(state[PATCH_EMBEDDING], "ndim", 0) == 5:
             # the encoder reads one modality repeated over the channels: its channel count can change exactly
             weight = state[PATCH_EMBEDDING]
             state = {**state, PATCH_EMBEDDING: adapt_patch_embedding(weight, len(modalities))}
@@ -336,6 +336,16 @@ def init_from_swinvit(model: nn.Module, path: str | Path, *, allow_mismatch: boo
 # checkpoint -> model, export
 
 
+def checkpoint_config(ckpt: dict, path: str | Path):
+    """The Config stored in a checkpoint; an InputError naming the checkpoint when it does not parse."""
+    if not isinstance(ckpt.get("config"), dict):
+        raise InputError(f"checkpoint {path} holds no configuration mapping")
+    try:
+        return config_from_dict(ckpt["config"])
+    except InputError as exc:
+        raise InputError(f"checkpoint {path} holds a configuration this p2gmed cannot read: {exc}") from None
+
+
 def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the trained model of a p2gmed checkpoint, in eval mode on `device`.
 
@@ -353,9 +363,15 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         raise InputError(
             f"{path} holds an unknown architecture '{architecture}'; known: {', '.join(ARCHITECTURES)}"
         )
-    cfg = config_from_dict(ckpt["config"])
+    cfg = checkpoint_config(ckpt, path)
     out_channels = ckpt.get("out_channels") or len(cfg.data.modalities)
     model = build_architecture(cfg, architecture, int(out_channels))
+    own = model.state_dict()
+    wrong = [f"{k} (file {tuple(v.shape)}, model {tuple(own[k].shape)})" for k, v in ckpt["model"].items()
+             if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        raise InputError(f"{path} holds tensors of other shapes than a {architecture} model of its own configuration: "
+                         f"{_short_list(wrong)}; the file was altered or written by another program")
     missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     if missing or unexpected:
         raise InputError(
@@ -389,7 +405,7 @@ def export_monai_swinunetr(model_path: str | Path, out_path: str | Path) -> dict
             f"{model_path} holds a '{ckpt.get('architecture')}' model; --format monai-swinunetr needs p2g or "
             "swinunetr"
         )
-    cfg = config_from_dict(ckpt["config"])
+    cfg = checkpoint_config(ckpt, model_path)
     kwargs = swinunetr_kwargs(cfg, backbone.out.conv.conv.out_channels)
     state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
     SwinUNETR(**kwargs).load_state_dict(state, strict=True)  # the promise of this file, checked before writing

@@ -12,7 +12,9 @@ Stages (each an ordinary `p2g` command line, run in this process; see `report.st
 8. report      OUT/report.md and OUT/report.html: tables, figure, settings, timings, files, commands
 
 Re-running into the same folder continues: finished stages (markers in OUT/.state/) are skipped, an
-interrupted one is redone from scratch; `--force` redoes everything. The report is always rewritten.
+interrupted training resumes from its last checkpoint and any other interrupted stage is redone; `--force` redoes
+everything. The report is always rewritten. OUT must be new, empty or an earlier demo: p2g removes and replaces
+only the files it recorded there (`p2gmed.outputs`), never the user's.
 """
 
 from __future__ import annotations
@@ -25,10 +27,14 @@ from pathlib import Path
 from p2gmed.evaluation.tables import markdown_table, number
 from p2gmed.io import write_text
 from p2gmed.modalities import DISPLAY, MRI
+from p2gmed.outputs import OutputFolder
 from p2gmed.report.html import html_document
 from p2gmed.report.planning import MRI_SUBSETS, checkpoint_of, configs_dir, predict_commands
 from p2gmed.report.steps import Step, StepResult, execute
 from p2gmed.report.summaries import MISSING, mean_by, read_csv, segmentation_by_subset, segmentation_summary
+
+#: the report's figures (OUT/figures/<name>.png)
+FIGURES = ("synthesis-from-flair", "segmentation-all")
 
 SIMULATED_WARNING = (
     "**Simulated data, tiny scale.** Every number below comes from the built-in *simulated* brain MRI "
@@ -96,7 +102,7 @@ def demo_steps(out: Path, settings: DemoSettings) -> list[Step]:
             extra = {**extra, "data": {"val_fraction": 0.0}}
         cfg, mapping = _config(out, name, extra)
         argv = argv + ["--data", str(train), "--out", str(run), "--config", str(cfg), "--max-steps", str(steps_)]
-        steps.append(Step(name, about, [argv], outputs=(run,), configs={cfg: mapping}))
+        steps.append(Step(name, about, [argv], outputs=(run,), configs={cfg: mapping}, run=run))
         return run
 
     pre = training("pretrain", "pre-training (Algorithm 1)", ["pretrain"], settings.pretrain_steps, {})
@@ -255,12 +261,12 @@ def make_figures(out: Path, test: Path, pred: Path) -> list[Path]:
     gt = {m: load(subject.images[m]) for m in MRI}
     synthesized = {m: load(source / f"{case}_{m}.nii.gz") for m in MRI if (source / f"{case}_{m}.nii.gz").is_file()}
     if synthesized:
-        figures.append(plot_synthesis_case(gt, synthesized, out / "figures" / "synthesis-from-flair.png",
+        figures.append(plot_synthesis_case(gt, synthesized, out / "figures" / f"{FIGURES[0]}.png",
                                            title=f"{case}: every modality from FLAIR alone (simulated data)"))
     seg = pred / ("from-" + "+".join(MRI)) / f"{case}_seg.nii.gz"
     if subject.label is not None and seg.is_file():
         figures.append(plot_segmentation_overlay(gt["t2f"], load(subject.label), load(seg),
-                                                 out / "figures" / "segmentation-all.png",
+                                                 out / "figures" / f"{FIGURES[1]}.png",
                                                  title=f"{case}: reference and predicted tumour regions"))
     return figures
 
@@ -294,6 +300,10 @@ def run_demo(out: str | Path = "p2g-demo", quick: bool = False, force: bool = Fa
     echo(f"# p2g demo{' --quick' if quick else ''} into {out}: simulated data, tiny scale")
     results = execute(demo_steps(out, settings), out / ".state", force=force, echo=echo)
     figures = []
+    top = OutputFolder(out)
+    own = [out / "figures" / f"{n}.png" for n in FIGURES] + [out / "report.md", out / "report.html"]
+    top.check_targets(own, force=True)
+    top.record(own, "p2g demo")
     try:
         figures = make_figures(out, out / "data" / "test", out / "predictions" / "p2g")
     except Exception as exc:  # noqa: BLE001 - a figure must never cost the user the report

@@ -2,7 +2,8 @@
 
 A plan is a list of `report.steps.Step`s (pre-training, tunings, baselines, predictions, evaluations, the table)
 executed in order by `report.steps.execute`: ordinary `p2g` command lines, so `--dry-run` prints exactly what a
-user could type by hand, and finished steps (markers in `OUT/.state/`) are skipped on a re-run.
+user could type by hand, and finished steps (markers in `OUT/.state/`) are skipped on a re-run, an interrupted
+training resumes from its last checkpoint, and only files p2g recorded in OUT are ever removed or replaced.
 
 `--scale tiny` writes, for each run, a config file that `extends:` the paper preset and lays the tiny-cpu
 preset over it (and `train.epochs: 0`, so that the preset's epoch count does not override `max_steps`), so every
@@ -112,7 +113,7 @@ class _Planner:
         argv = argv + ["--data", str(data), "--out", str(run), "--config", str(cfg_path)]
         if self.max_steps:
             argv += ["--max-steps", str(self.max_steps)]
-        self.steps.append(Step(name, about, [argv], outputs=(run,), configs={cfg_path: mapping}))
+        self.steps.append(Step(name, about, [argv], outputs=(run,), configs={cfg_path: mapping}, run=run))
         return run
 
     def pretrain(self, name: str, preset: str, extra: dict | None = None, data: Path | None = None) -> Path:

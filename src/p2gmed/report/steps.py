@@ -2,14 +2,15 @@
 
 Shared by `p2g reproduce` and `p2g demo`. Every command runs in this process, so `--dry-run` prints exactly what a
 user could type by hand. A finished step leaves a marker `STATE/<name>.json`; running the plan again skips
-finished steps and redoes an interrupted one from scratch (its outputs are removed first); `force` redoes all.
+finished steps and redoes an interrupted one; `force` redoes all. An interrupted training run is resumed from its
+last checkpoint (`--resume`); any other step is redone after removing the files p2g recorded for it
+(`p2gmed.outputs`): the plan's folder is p2g's own, and whatever the user put into it stays.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,8 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from p2gmed.errors import InputError
+from p2gmed.errors import InputError, Interrupted
 from p2gmed.io import write_text
+from p2gmed.outputs import MANIFEST, OutputFolder, remove_recorded_tree
+from p2gmed.train.safety import RUN_FILES
 
 
 def fmt_cmd(argv: list[str]) -> str:
@@ -37,8 +40,9 @@ class Step:
         expand: returns more argument lists when the step runs (e.g. one `p2g predict` per test case).
         template: what `expand` will run, shown by `--dry-run`.
         action: Python work run after the commands (writing a split, a table, a report).
-        outputs: files/folders removed before an interrupted step is redone.
+        outputs: files/folders the step writes; p2g's files there are removed before the step is redone.
         configs: config files written before the commands run (path -> YAML mapping).
+        run: the training run folder of a training step: an interrupted one is resumed, not redone.
     """
 
     name: str
@@ -49,6 +53,7 @@ class Step:
     action: Callable[[], None] | None = None
     outputs: tuple[Path, ...] = ()
     configs: dict[Path, dict] = field(default_factory=dict)
+    run: Path | None = None
 
 
 @dataclass
@@ -69,11 +74,16 @@ def run_p2g(argv: list[str]) -> None:
         rc = main(list(argv))
     except SystemExit as exc:  # argparse usage errors
         rc = exc.code if isinstance(exc.code, int) else 2
+    if rc in (130, 143):  # interrupted (SIGINT / SIGTERM): the whole plan stops the same way
+        raise Interrupted(f"interrupted during `{fmt_cmd(argv)}`; run the same command again to continue", rc)
     if rc:
         raise InputError(f"the command `{fmt_cmd(argv)}` failed (exit {rc}); see its message above")
 
 
-def write_configs(step: Step) -> None:
+def write_configs(step: Step, top: OutputFolder | None = None) -> None:
+    if top is not None:
+        top.check_targets(step.configs, force=True)
+        top.record(step.configs)
     for path, mapping in step.configs.items():
         write_text(path, "# written by p2gmed (reproduce/demo); edit the preset it extends instead\n"
                    + yaml.safe_dump(mapping, sort_keys=False))
@@ -105,6 +115,7 @@ def execute(
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate step names in plan: {names}")
     results = []
+    top = OutputFolder(state_dir.parent) if dry_run else OutputFolder.claim(state_dir.parent)
     for index, step in enumerate(steps, 1):
         marker = state_dir / f"{step.name}.json"
         header = f"[{index}/{len(steps)}] {step.name}: {step.about}"
@@ -125,23 +136,55 @@ def execute(
             results.append(StepResult(step.name, step.about, "reused", record["seconds"], record["commands"]))
             continue
         echo(f"==> {header}")
+        top.check_targets([marker], force=True)
         marker.unlink(missing_ok=True)
-        for path in step.outputs:  # an interrupted or forced step starts from a clean slate
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+        resume = _prepare(step, top, force)
+        before = _files_under(step.outputs)
+        if resume:  # the files an interrupted run wrote are p2g's too, and get recorded with the rest
+            before = {f for f in before if f.relative_to(step.run).parts[0] not in RUN_FILES}
         start = time.perf_counter()
-        write_configs(step)
+        write_configs(step, top)
         commands = list(step.commands) + (step.expand() if step.expand else [])
         for argv in commands:
+            if resume and "--out" in argv and Path(argv[argv.index("--out") + 1]) == step.run:
+                argv = [*argv, "--resume"]
+                echo(f"    (resuming the interrupted run {step.run} from its last checkpoint)")
             echo(f"    $ {fmt_cmd(argv)}")
             runner(argv)
         if step.action is not None:
             step.action()
+        top.record(sorted(_files_under(step.outputs) - before))
         seconds = time.perf_counter() - start
         shown = [fmt_cmd(c) for c in commands]
+        top.record([marker])
         write_text(marker, json.dumps({"seconds": seconds, "commands": shown}, indent=1))
         echo(f"    {step.name} finished in {seconds:.1f} s")
         results.append(StepResult(step.name, step.about, "ran", seconds, shown))
     return results
+
+
+def _files_under(paths: tuple[Path, ...]) -> set[Path]:
+    found: set[Path] = set()
+    for path in paths:
+        if path.is_file():
+            found.add(path)
+        elif path.is_dir():  # the records of sub-commands stay theirs
+            found |= {p for p in path.rglob("*") if p.is_file() and p.name != MANIFEST}
+    return found
+
+
+def _prepare(step: Step, top: OutputFolder, force: bool) -> bool:
+    """Make room for a step about to run; returns whether its training run resumes from a checkpoint.
+
+    Files p2g recorded for the step are removed; the user's files stay (a command that then cannot write says
+    so). A training run left with a checkpoint by an interrupted invocation is resumed instead (unless `force`).
+    """
+    for path in step.outputs:
+        if path.is_file() and not top.owns(path):
+            raise InputError(f"{path} already exists and was not written by p2g; it is left alone, move it away "
+                             "or choose another --out")
+    if step.run is not None and not force and (step.run / "checkpoints" / "last.pt").is_file():
+        return True
+    for path in step.outputs:
+        remove_recorded_tree(path, top)
+    return False

@@ -182,22 +182,44 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"checkpoint {path} does not exist")
+    if _is_nifti(path):
+        raise InputError(f"{path} is a NIfTI image, not a p2gmed checkpoint; give the .pt file that p2g pretrain or "
+                         "p2g finetune wrote (RUN/checkpoints/last.pt or best.pt)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle means the file is not a usable checkpoint
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        # torch's weights-only message puts the actual reason on a later "WeightsUnpickler error" line
-        reason = next(
-            (line for line in lines if "Unpickler error" in line), lines[0] if lines else type(exc).__name__
-        )
-        raise InputError(
-            f"checkpoint {path} cannot be read as a torch file (truncated, corrupt or holding objects that "
-            f"are not loaded for safety: {reason[:160]})"
-        ) from None
+        raise InputError(_unreadable(path, exc)) from None
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in CHECKPOINT_KEYS):
         missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
         raise InputError(f"{path} is not a p2gmed checkpoint (it lacks {', '.join(missing)})")
     return ckpt
+
+
+def _is_nifti(path: Path) -> bool:
+    """NIfTI-1/2 by its header (plain or gzip), whatever the file is called."""
+    import gzip
+
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(path, "rb") as handle:
+            header = handle.read(348 + 4 + 540)
+    except (OSError, EOFError):
+        return False
+    return header[344:348] in (b"n+1\0", b"ni1\0") or header[4:8] in (b"n+2\0", b"ni2\0")
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """One sentence on why `torch.load(weights_only=True)` refused the file."""
+    import re
+
+    text = str(exc)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"checkpoint {path} holds Python objects ({found.group(1)}) that p2g does not unpickle, for safety; "
+                "it was not written by p2g: give a checkpoint from p2g pretrain or p2g finetune")
+    return f"checkpoint {path} cannot be read as a torch file (truncated or corrupt, {type(exc).__name__})"
 
 
 def _version_tuple(text: str) -> tuple[int, int]:

@@ -37,11 +37,13 @@ from tqdm.auto import tqdm
 
 from p2gmed.config import Config, config_to_dict, dump_config
 from p2gmed.device import resolve_device
-from p2gmed.errors import InputError
+from p2gmed.errors import InputError, Interrupted
 from p2gmed.io import write_text
 from p2gmed.train import distributed as dist_utils
 from p2gmed.train.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from p2gmed.train.runtime import append_metrics, lr_factor, step_seed, to_device, truncate_metrics
+from p2gmed.train.safety import ADVICE, NonFiniteError, StopSignals, kept_sentence
+from p2gmed.train.safety import apply_optimizer_settings, check_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +61,8 @@ class Task(Protocol):
         ...
 
 
-class NonFiniteLossError(InputError):
-    """The loss became NaN or infinite; the run stops without writing a checkpoint of that state."""
+class NonFiniteLossError(NonFiniteError):
+    """The loss or a validation metric became NaN or infinite: the run stops (exit 1), nothing of it saved."""
 
 
 @dataclass
@@ -201,6 +203,7 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
+        apply_optimizer_settings(self.optimizer, self.scheduler, self.tcfg.lr, self.tcfg.weight_decay)
         if ckpt.get("scaler") is not None and self.scaler.is_enabled():
             self.scaler.load_state_dict(ckpt["scaler"])
         restore_rng(ckpt["rng"])
@@ -235,11 +238,8 @@ class Trainer:
         if self.world > 1 and dist_utils.reduce_mean({"bad": float(bool(bad))})["bad"] > 0 and not bad:
             bad = ["on another rank"]
         if bad:
-            raise NonFiniteLossError(
-                f"the loss became non-finite at step {index + 1} ({', '.join(bad)}); the run stopped and "
-                f"{self.checkpoint_dir / 'last.pt'} keeps the last good state; lower train.lr, set "
-                "train.grad_clip or use train.precision fp32"
-            )
+            raise NonFiniteLossError(f"the loss became non-finite at step {index + 1} ({', '.join(bad)}); "
+                                     f"{kept_sentence(self.checkpoint_dir)}; {ADVICE}")
 
     def _update(self) -> None:
         """Average gradients over ranks, unscale and clip them, then one optimizer update."""
@@ -283,11 +283,13 @@ class Trainer:
             if self.per_modality:
                 self._check_finite(pending, index)
                 self._update()
+                check_parameters(self.model, index, self.checkpoint_dir)
                 records += pending
                 pending = []
         if pending:  # per_step
             self._check_finite(pending, index)
             self._update()
+            check_parameters(self.model, index, self.checkpoint_dir)
         elif not records:
             logger.warning("step %d: the task computed no loss (nothing active for this batch)", index + 1)
         self.scheduler.step()
@@ -310,7 +312,10 @@ class Trainer:
         if name not in metrics:
             raise RuntimeError(f"validation returned no '{name}' (got {sorted(metrics)})")
         value = metrics[name]
-        improved = math.isfinite(value) and (
+        if not math.isfinite(value):
+            kept = kept_sentence(self.checkpoint_dir)
+            raise NonFiniteLossError(f"validation {name} is {value} at step {self.step}; {kept}; {ADVICE}")
+        improved = (
             self.best is None or (value < self.best["value"] if mode == "min" else value > self.best["value"])
         )
         if improved:
@@ -357,6 +362,7 @@ class Trainer:
             )
         tc = self.tcfg
         self.model.train()
+        signals = StopSignals().__enter__()
         try:
             while self.step < self.max_steps:
                 start = time.perf_counter()
@@ -376,8 +382,12 @@ class Trainer:
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{record['loss']:.4f}")
-                if final or stop or (tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0):
+                interrupted = signals.agreed(self.world)
+                if final or stop or interrupted or (tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0):
                     self.save("last")
+                if interrupted:
+                    raise Interrupted(f"stopped by {signals.name} after step {step}; {last} holds it: continue "
+                                      "with the same command and --resume", signals.exit_code)
                 if stop:
                     logger.info(
                         "early stopping at step %d: %d validations without improvement",
@@ -386,6 +396,7 @@ class Trainer:
                     )
                     break
         finally:
+            signals.__exit__()
             if progress is not None:
                 progress.close()
             if writer is not None:

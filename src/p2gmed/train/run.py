@@ -37,6 +37,7 @@ from p2gmed.train.checkpoint import check_monai_version, load_checkpoint
 from p2gmed.train.engine import Trainer, Validation
 from p2gmed.train.finetune import SegmentationTask, SynthesisTask
 from p2gmed.train.pretrain_task import PretrainTask
+from p2gmed.train.safety import check_resume_changes, prepare_run_folder, run_folder_lock
 from p2gmed.train.validation import (
     decomposition_validation,
     segmentation_validation,
@@ -56,27 +57,6 @@ MODEL_DEFINING = {"model": None, "data": ("modalities", "roi_size")}
 # run folder and resume checks
 
 
-def check_run_dir(out_dir: Path, resume: bool) -> None:
-    """Refuse to overwrite a run, and to resume one that has no checkpoint.
-
-    Raises:
-        InputError: `out_dir` is a non-empty folder and `resume` is False; `resume` without last.pt;
-            `out_dir` is a file.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out {out_dir} is a file, not a run folder")
-    last = out_dir / "checkpoints" / "last.pt"
-    if resume:
-        if not last.is_file():
-            raise InputError(f"--resume needs {last}, which does not exist; start the run without --resume")
-    elif out_dir.is_dir() and any(out_dir.iterdir()):
-        if last.is_file():
-            raise InputError(
-                f"{out_dir} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        raise InputError(f"{out_dir} is not empty and holds no checkpoint to resume; choose another --out")
-
-
 def model_config_differences(saved: dict, cfg: Config) -> list[str]:
     """Model-defining settings where a checkpoint's configuration and `cfg` disagree ("key: old -> new")."""
     current = config_to_dict(cfg)
@@ -89,12 +69,16 @@ def model_config_differences(saved: dict, cfg: Config) -> list[str]:
     return out
 
 
-def check_resume_config(last: Path, cfg: Config, task: str, architecture: str) -> None:
-    """Refuse resuming a checkpoint as another task or architecture, or under another model definition.
+def check_resume_config(
+    last: Path, cfg: Config, task: str, architecture: str, allow_config_change: bool = False
+) -> None:
+    """Refuse resuming a checkpoint as another task or architecture, or under another model definition; refuse
+    other settings that break exact resume (seed, learning rate, split, ...) unless `allow_config_change`, and
+    then record them in RUN/config-changes.jsonl.
 
     Raises:
         InputError: weights from the other side of MONAI 1.5, another task or architecture, or model settings
-            that differ (named).
+            that differ (named); other changed settings without `allow_config_change` (named).
     """
     ckpt = load_checkpoint(last)
     check_monai_version(ckpt, path=last)
@@ -106,6 +90,9 @@ def check_resume_config(last: Path, cfg: Config, task: str, architecture: str) -
     diffs = model_config_differences(ckpt["config"], cfg)
     if diffs:
         raise InputError(f"--resume with a different model configuration than {last}: {'; '.join(diffs)}")
+    record = dist_utils.is_main()  # one record of the accepted changes, by the process that writes files
+    check_resume_changes(last.parent.parent, ckpt["config"], config_to_dict(cfg), int(ckpt["step"]),
+                         allow_config_change, record=record)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,6 +172,7 @@ def run_training(
     init: str | Path | None = None,
     init_swinvit: str | Path | None = None,
     resume: bool = False,
+    allow_config_change: bool = False,
 ) -> Path:
     """Train `kind` ("pretrain", "synthesis", "segmentation") on `data_dir`; returns RUN/checkpoints/last.pt.
 
@@ -195,7 +183,10 @@ def run_training(
         cfg: the run's configuration, used as it is (never changed here).
         init: p2gmed checkpoint for tune.init full / encoder.
         init_swinvit: Tang et al. `model_swinvit.pt` for tune.init swinvit.
-        resume: continue from RUN/checkpoints/last.pt (a tuning initialisation is not re-applied).
+        resume: continue from RUN/checkpoints/last.pt (a tuning initialisation is not re-applied); a run folder
+            left without any checkpoint starts again from step 0.
+        allow_config_change: on resume, accept settings that differ from the checkpoint's (recorded in
+            RUN/config-changes.jsonl) instead of refusing them.
 
     Raises:
         InputError: existing run without `resume`, `resume` without a checkpoint or with another task or model
@@ -205,10 +196,16 @@ def run_training(
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    with run_folder_lock(out_dir, dist_utils.is_main()):
+        resume = prepare_run_folder(out_dir, resume, clean=dist_utils.is_main())
+        if resume:
+            architecture = "p2g" if kind == "pretrain" else cfg.tune.architecture
+            check_resume_config(out_dir / "checkpoints" / "last.pt", cfg, kind, architecture, allow_config_change)
+        return _train(kind, data_dir, out_dir, cfg, init, init_swinvit, resume)
+
+
+def _train(kind: str, data_dir: Path, out_dir: Path, cfg: Config, init, init_swinvit, resume: bool) -> Path:
     architecture = "p2g" if kind == "pretrain" else cfg.tune.architecture
-    check_run_dir(out_dir, resume)
-    if resume:
-        check_resume_config(out_dir / "checkpoints" / "last.pt", cfg, kind, architecture)
 
     modalities = tuple(cfg.data.modalities)
     subjects = read_dataset(data_dir, cfg.data.layout, modalities=modalities)
@@ -250,10 +247,9 @@ def run_training(
         task = SegmentationTask(model, cfg, architecture, labels)
     else:
         task = SynthesisTask(model, cfg, architecture)
+    report = None
     if kind != "pretrain" and not resume:
         report = initialise(model, cfg, init and Path(init), init_swinvit and Path(init_swinvit))
-        if report is not None and dist_utils.is_main():  # provenance of the initial weights, key by key
-            write_text(out_dir / "init_report.json", json.dumps(report, indent=1) + "\n")
 
     validation = None
     if val_loaded is not None:
@@ -281,4 +277,7 @@ def run_training(
         validation=validation,
         resume=resume,
     )
+    if report is not None and dist_utils.is_main():
+        # provenance of the initial weights, key by key; written once the device and precision are accepted
+        write_text(out_dir / "init_report.json", json.dumps(report, indent=1) + "\n")
     return trainer.fit()
