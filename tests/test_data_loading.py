@@ -309,3 +309,24 @@ def test_demo_brain_labels_keep_brats2023_values(demo_brain, cfg):
     item = load_subject(read_dataset(demo_brain)[0], cfg.data)
     assert set(item.label.unique().tolist()) <= {0, 1, 2, 3} and int((item.label == 3).sum()) > 0
     assert item.available.all()
+
+
+def test_label_crop_fraction_centres_crops_on_the_lesion(tmp_path, cfg):
+    cfg.data.flip_prob = cfg.data.rot90_prob = 0.0
+    cfg.data.crops_per_subject = 4
+    # a 2 x 2 x 2 lesion in a 96 x 96 x 96 box of tissue: a 32 x 32 x 64 crop drawn otherwise mostly misses it
+    subject = brain_subject(tmp_path, shape=(100, 100, 100))
+    loaded = load_subjects([subject], cfg.data, progress=False)
+
+    def positive_crops(fraction: float) -> list[bool]:
+        cfg.data.label_crop_fraction = fraction
+        batches = TrainBatches(loaded, cfg, seed=1)
+        return [bool(label.gt(0).any()) for step in range(10) for label in batches.batch(step)["label"]]
+
+    assert all(positive_crops(1.0))
+    assert not all(positive_crops(0.0))  # without it some crops miss the lesion: the test can fail
+
+
+def test_label_crop_fraction_outside_unit_interval_is_rejected():
+    with pytest.raises(InputError, match="label_crop_fraction"):
+        load_config(CONFIG, ["data.label_crop_fraction=1.5"])

@@ -185,7 +185,12 @@ def _segment(model: LoadedModel, logits: np.ndarray, grid: WorkingGrid) -> np.nd
         classes = grid.to_native(probs, order=1).argmax(0)
     else:  # pure reorientation: argmax commutes with it
         classes = grid.to_native(logits.argmax(0).astype(np.float32), order=0).astype(np.int64)
-    return classes_to_labels(torch.from_numpy(classes), model.labels).numpy().astype(np.uint8)
+    labels = classes_to_labels(torch.from_numpy(classes), model.labels).numpy().astype(np.uint8)
+    if model.cfg.inference.keep_largest_component:
+        from p2gmed.inference.postprocess import keep_largest_component
+
+        labels = keep_largest_component(labels)
+    return labels
 
 
 def _peak_memory(device: torch.device) -> dict[str, float]:
