@@ -143,7 +143,8 @@ def demo_steps(out: Path, settings: DemoSettings) -> list[Step]:
     evaluate = [["evaluate", "synthesis", "--pred", str(preds / "p2g"), "--ref", str(test),
                  "--out", str(evals / "synthesis.csv"), "--convention", "unit"]]
     evaluate += [["evaluate", "synthesis", "--pred", str(baselines / name), "--ref", str(test),
-                  "--out", str(evals / f"synthesis-{name}.csv"), "--convention", "unit"] for name in ("copy", "linear")]
+                  "--out", str(evals / f"synthesis-{name}.csv"), "--convention", "unit", "--allow-missing"]
+                 for name in ("copy", "linear")]  # the baselines write T2 and FLAIR only
     evaluate += [["evaluate", "brats", "--pred", str(folder), "--ref", str(test),
                   "--out", str(evals / f"segmentation-{folder.name}.csv")] for folder, _ in methods.values()]
     steps.append(Step("evaluate", "synthesis metrics and BraTS Dice per subset", evaluate, outputs=(evals,)))
