@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== learning curves: {args.subjects} training + {args.test_subjects} held-out simulated brains, "
           f"{args.threads} threads, load average before {load_average()}")
     results_path = args.out / "learning.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else []
+    results: list[dict] = []
     for task in tasks:
         for name, setting in settings.items():
             steps = args.steps
@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             result = {"task": task, "name": name, "architecture": setting[0], "overrides": setting[1],
                       "steps": steps, "threads": args.threads, "load_average": load_average(),
                       "curve": curve(run), "final": final_scores(run, data, args.out)}
+            results = json.loads(results_path.read_text()) if results_path.is_file() else []  # another run's too
             results = [r for r in results if (r["task"], r["name"]) != (task, name)] + [result]
             results_path.write_text(json.dumps(results, indent=1) + "\n")
             print(f"\n-- {task} / {name} ({setting[0]}; {' '.join(setting[1]) or 'preset'}), {steps} steps, "
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                                        else f"{c.get(k)!s:>9}" for k in ["step", "seconds", *keys]))
             print("  held-out, final model: " + ", ".join(f"{k} {v:.3f}" for k, v in result["final"].items()))
     if args.plot:
-        plot(results, args.out / "learning.png")
+        plot(json.loads(results_path.read_text()), args.out / "learning.png")
         print(f"figure: {args.out / 'learning.png'}")
     return 0
 
