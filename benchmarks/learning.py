@@ -208,11 +208,11 @@ def plot(results: list[dict], path: Path) -> None:
         metrics = ("dice_wt", "dice_tc", "dice_et") if task == "segmentation" else ("psnr",)
         for col, x in enumerate(("step", "seconds")):
             ax = axes[row, col]
-            for r in (r for r in results if r["task"] == task):
+            for i, r in enumerate(r for r in results if r["task"] == task):  # colour: setting; line: metric
                 for metric, style in zip(metrics, ("-", "--", ":")):
                     pts = [(c[x], c[metric]) for c in r["curve"] if metric in c]
                     if pts:
-                        ax.plot(*zip(*pts), style, marker="o", ms=3, label=f"{r['name']} {metric}")
+                        ax.plot(*zip(*pts), style, color=f"C{i}", marker="o", ms=3, label=f"{r['name']} {metric}")
             ax.set_xlabel("training step" if x == "step" else "training seconds (contended 2-core CPU)")
             ax.set_ylabel("held-out Dice" if task == "segmentation" else "held-out PSNR (dB)")
             ax.set_title(f"{task}: against {x}s" if x == "step" else f"{task}: against wall-clock")
