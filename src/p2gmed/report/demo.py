@@ -73,8 +73,8 @@ class DemoSettings:
 def demo_settings(quick: bool = False) -> DemoSettings:
     """The step budgets, chosen from the learning curves of `benchmarks/learning.py` (docs/results.md)."""
     if quick:
-        return DemoSettings(True, train_subjects=4, test_subjects=1, pretrain_steps=4, synthesis_steps=10,
-                            segmentation_steps=60, baseline_steps=0, all_subsets=False)
+        return DemoSettings(True, train_subjects=4, test_subjects=1, pretrain_steps=4, synthesis_steps=6,
+                            segmentation_steps=80, baseline_steps=0, all_subsets=False)
     return DemoSettings(False, train_subjects=10, test_subjects=3, pretrain_steps=40, synthesis_steps=150,
                         segmentation_steps=250, baseline_steps=150, all_subsets=True)
 
