@@ -110,7 +110,10 @@ def demo_steps(out: Path, settings: DemoSettings) -> list[Step]:
         steps.append(Step(name, about, [argv], outputs=(run,), configs={cfg: mapping}))
         return run
 
-    pre = training("pretrain", "pre-training (Algorithm 1)", ["pretrain"], settings.pretrain_steps, {})
+    # 2 crops per step as tiny-cpu (the contrastive loss needs > 1): with the preset's 4, a pre-training step cost
+    # 8x a segmentation step and 40 of them a third of the full demo (docs/results.md)
+    pre = training("pretrain", "pre-training (Algorithm 1)", ["pretrain"], settings.pretrain_steps,
+                   {"data": {"crops_per_subject": 2}})
     init = ["--init", str(pre / "checkpoints" / "last.pt")]
     syn = training("synthesis", "synthesis tuning from the pre-trained model", ["finetune", "--task", "synthesis",
                    *init], settings.synthesis_steps, {"tune": {"task": "synthesis"}})
