@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "table shows mean ± std and which differences exceed the spread (paired Wilcoxon test)")
     p.add_argument("--dry-run", action="store_true", help="print the plan's commands, run nothing")
     p.add_argument("--force", action="store_true", help="redo every step instead of skipping finished ones")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: half the cores, at least 1)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: every core this process may use)")
     p.set_defaults(func=run)
 
 
