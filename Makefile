@@ -42,9 +42,10 @@ test-slow: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py
 
-# Learning curves of the compared settings on the built-in brain data (about 20 minutes on 2 CPU cores).
+# Learning curves of the compared settings on the built-in brain data (docs/results.md; about an hour on 2 CPU cores).
 bench-learning: $(VENV)/.installed
-	$(PY) benchmarks/learning.py --setting tiny-cpu --setting crops4-cosine --steps 150 --eval-every 50 --plot
+	$(PY) benchmarks/learning.py --setting crops4-cosine --setting crops4-lr1e-2 --setting swinunetr-crops4-lr1e-2 \
+		--steps 150 --eval-every 50 --plot
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -45,6 +45,10 @@ SETTINGS: dict[str, tuple[str, list[str]]] = {
     "roi64": ("p2g", ["data.roi_size=[64,64,64]", "data.crops_per_subject=1"]),
     "crops4-cosine": ("p2g", ["data.crops_per_subject=4", "train.lr=3.0e-3", "train.schedule=warmup_cosine",
                               "train.warmup_steps=20"]),
+    "crops4-lr1e-2": ("p2g", ["data.crops_per_subject=4", "train.lr=1.0e-2", "train.schedule=warmup_cosine",
+                              "train.warmup_steps=20"]),
+    "swinunetr-crops4-lr1e-2": ("swinunetr", ["data.crops_per_subject=4", "train.lr=1.0e-2",
+                                              "train.schedule=warmup_cosine", "train.warmup_steps=20"]),
     "swinunetr-roi64": ("swinunetr", ["data.roi_size=[64,64,64]", "data.crops_per_subject=2"]),
 }
 
