@@ -9,7 +9,7 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup demo demo-quick test test-slow bench clean
+.PHONY: setup demo demo-quick test test-slow bench bench-learning clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ test-slow: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run_all.py
+
+# Learning curves of the compared settings on the built-in brain data (docs/results.md; about an hour on 2 CPU cores).
+bench-learning: $(VENV)/.installed
+	$(PY) benchmarks/learning.py --setting crops4-cosine --setting crops4-lr1e-2 --setting swinunetr-crops4-lr1e-2 \
+		--steps 150 --eval-every 50 --plot
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -396,3 +396,22 @@ def test_pretraining_crops_keep_phis_plane_so_the_rotation_label_is_the_true_rot
     tuning = TrainBatches(loaded, cfg, seed=1)  # tuning keeps the full augmentation (no rotation label there)
     turns = {_in_plane_turn(crop[0]) for step in range(3) for crop in tuning.batch(step)["image"]}
     assert turns - {0}
+def test_label_crop_fraction_centres_crops_on_the_lesion(tmp_path, cfg):
+    cfg.data.flip_prob = cfg.data.rot90_prob = 0.0
+    cfg.data.crops_per_subject = 4
+    # a 2 x 2 x 2 lesion in a 96 x 96 x 96 box of tissue: a 32 x 32 x 64 crop drawn otherwise mostly misses it
+    subject = brain_subject(tmp_path, shape=(100, 100, 100))
+    loaded = load_subjects([subject], cfg.data, progress=False)
+
+    def positive_crops(fraction: float) -> list[bool]:
+        cfg.data.label_crop_fraction = fraction
+        batches = TrainBatches(loaded, cfg, seed=1)
+        return [bool(label.gt(0).any()) for step in range(10) for label in batches.batch(step)["label"]]
+
+    assert all(positive_crops(1.0))
+    assert not all(positive_crops(0.0))  # without it some crops miss the lesion: the test can fail
+
+
+def test_label_crop_fraction_outside_unit_interval_is_rejected():
+    with pytest.raises(InputError, match="label_crop_fraction"):
+        load_config(CONFIG, ["data.label_crop_fraction=1.5"])

@@ -94,7 +94,8 @@ def test_quick_and_full_demo_plans(tmp_path):
     assert quick.pretrain_steps < full.pretrain_steps and quick.train_subjects < full.train_subjects
     q = demo.demo_steps(tmp_path, quick)
     f = demo.demo_steps(tmp_path, full)
-    assert [s.name for s in q] == ["data", "pretrain", "synthesis", "segmentation", "predict-p2g", "evaluate"]
+    assert [s.name for s in q] == ["data", "pretrain", "synthesis", "segmentation", "predict-p2g", "baselines",
+                                   "evaluate"]
     assert "baseline-swinunetr" in [s.name for s in f] and "predict-swinunetr" in [s.name for s in f]
     data = q[0].commands
     assert data[0][data[0].index("--subjects") + 1] == str(quick.train_subjects)
@@ -102,7 +103,9 @@ def test_quick_and_full_demo_plans(tmp_path):
     tune = next(s for s in q if s.name == "synthesis").commands[0]
     assert tune[tune.index("--init") + 1] == str(tmp_path / "runs" / "pretrain" / "checkpoints" / "last.pt")
     evaluate = next(s for s in f if s.name == "evaluate").commands
-    assert [c[1] for c in evaluate] == ["synthesis", "brats", "brats"]
+    assert [c[1] for c in evaluate] == ["synthesis", "synthesis", "synthesis", "brats", "brats"]
+    assert [c[c.index("--out") + 1].rsplit("/", 1)[1] for c in evaluate[:3]] == [
+        "synthesis.csv", "synthesis-copy.csv", "synthesis-linear.csv"]
     assert evaluate[0][evaluate[0].index("--convention") + 1] == "unit"
 
 
@@ -114,15 +117,15 @@ def test_demo_configs_load_and_extend_tiny_cpu(tmp_path):
         write_configs(step)
         for path in step.configs:
             cfg = load_config(path)
-            assert cfg.model.feature_size == 12
+            assert cfg.model.feature_size == 12 and cfg.data.val_fraction == 0.0  # every subject trains
             if step.name == "baseline-swinunetr":
                 assert (cfg.tune.architecture, cfg.tune.init) == ("swinunetr", "scratch")
 
 
 def test_demo_plan_runs_in_order_and_continues(tmp_path):
     steps = demo.demo_steps(tmp_path, demo.demo_settings(True))
-    for step in steps:  # the predictions need the data; stub them
-        step.expand = None
+    for step in steps:  # the predictions and baselines need the data; stub them
+        step.expand = step.action = None
     calls = []
     execute(steps, tmp_path / ".state", runner=calls.append, echo=lambda s: None)
     assert [c[0] for c in calls][:3] == ["data", "data", "pretrain"]

@@ -56,6 +56,9 @@ class DataConfig:
     """Voxels kept around the foreground bounding box when a loaded subject is cropped to it."""
     crops_per_subject: int = 2
     """Sub-volumes drawn per subject and step; > 1 gives the contrastive loss negatives at batch size 1."""
+    label_crop_fraction: float = 0.0
+    """Segmentation: fraction of crops centred on a random labelled (lesion) voxel, as the positive crops of
+    MONAI's RandCropByPosNegLabeld; the others are centred on the foreground or drawn uniformly (half each)."""
     flip_prob: float = 0.2
     rot90_prob: float = 0.2
     cache_rate: float = 1.0
@@ -175,6 +178,10 @@ class InferenceConfig:
     overlap: float = 0.5
     sw_batch_size: int = 2
     mode: Literal["gaussian", "constant"] = "gaussian"
+    keep_largest_component: bool = False
+    """Segmentation post-processing: keep only the largest connected lesion (26-connectivity of all labels
+    together) and set the rest to background. Off by default; it assumes one lesion per subject (true of the
+    built-in brains, not of metastases or AutoPET)."""
     stitch_device: Literal["auto", "cpu", "same"] = "auto"
     """Where sliding-window outputs are accumulated; cpu bounds GPU memory for whole-body volumes."""
 
@@ -220,6 +227,8 @@ class Config:
             raise InputError(
                 f"train.lr must be a positive finite number (at most {FLOAT32_MAX:.3g}), got {self.train.lr}"
             )
+        if not 0.0 <= self.data.label_crop_fraction <= 1.0:
+            raise InputError(f"data.label_crop_fraction must lie in [0, 1], got {self.data.label_crop_fraction}")
         if self.train.batch_size < 1 or self.data.crops_per_subject < 1:
             raise InputError("train.batch_size and data.crops_per_subject must be at least 1")
         for name in ("contrast", "equivariance", "invariance", "decomposition", "mse", "dice", "ce"):

@@ -28,9 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrain-data", type=Path, help="separate pre-training data (e.g. BraTS23 for Table 3)")
     p.add_argument("--test-data", type=Path, help="held-out test set (default: 20%% of the patients of --data)")
     p.add_argument("--max-steps", type=int, help="cap every training run at N steps (smoke runs)")
+    p.add_argument("--seeds", type=int, default=1, metavar="N",
+                   help="run every configuration N times (other initial weights and crops, the same split); the "
+                   "table shows mean ± std and which differences exceed the spread (paired Wilcoxon test)")
     p.add_argument("--dry-run", action="store_true", help="print the plan's commands, run nothing")
     p.add_argument("--force", action="store_true", help="redo every step instead of skipping finished ones")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: half the cores, at least 1)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: every core this process may use)")
     p.set_defaults(func=run)
 
 
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from p2gmed.errors import InputError
     from p2gmed.report.reproduce import reproduce
 
-    for name in ("max_steps", "threads"):
+    for name in ("max_steps", "threads", "seeds"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -49,5 +52,6 @@ def run(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads or default_threads())
     reproduce(args.table, args.data, args.out, args.scale, pretrain_data=args.pretrain_data,
-              test_data=args.test_data, max_steps=args.max_steps, dry_run=args.dry_run, force=args.force)
+              test_data=args.test_data, max_steps=args.max_steps, dry_run=args.dry_run, force=args.force,
+              seeds=args.seeds)
     return 0

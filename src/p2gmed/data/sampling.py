@@ -84,6 +84,14 @@ def crop_start(
     return [int(min(max(c - r // 2, 0), s - r)) for c, s, r in zip(center, shape, roi)]
 
 
+def _random_voxel(mask: torch.Tensor, rng: np.random.Generator) -> tuple[int, ...] | None:
+    """Index of a uniformly drawn True voxel of `mask` (D, H, W), or None when it has none."""
+    voxels = torch.nonzero(mask.reshape(-1)).flatten()
+    if not len(voxels):
+        return None
+    return tuple(int(i) for i in np.unravel_index(int(voxels[rng.integers(len(voxels))]), tuple(mask.shape)))
+
+
 class TrainBatches:
     """Deterministic training batches from loaded subjects.
 
@@ -152,10 +160,11 @@ class TrainBatches:
                 label = label_p
             image, fg, shape = padded, fg_p, full
         center = None
-        if rng.random() < 0.5:
-            voxels = torch.nonzero(fg[0].reshape(-1)).flatten()
-            if len(voxels):
-                center = np.unravel_index(int(voxels[rng.integers(len(voxels))]), shape)
+        positive = self.cfg.data.label_crop_fraction
+        if label is not None and positive > 0 and rng.random() < positive:
+            center = _random_voxel(label[0] > 0, rng)  # a "positive" crop (MONAI RandCropByPosNegLabeld)
+        if center is None and rng.random() < 0.5:
+            center = _random_voxel(fg[0], rng)
         start = crop_start(shape, self.roi, center, rng)
         window = (slice(None), *(slice(a, a + r) for a, r in zip(start, self.roi)))
         tensors = [image[window], fg[window]] + ([label[window]] if label is not None else [])

@@ -33,12 +33,14 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from p2gmed.data.layouts import classes_to_labels
 from p2gmed.data.normalization import NormStats
 from p2gmed.data.volumes import subject_foreground
 from p2gmed.errors import InputError
 from p2gmed.inference import intensity
 from p2gmed.inference.geometry import NativeGeometry, WorkingGrid, load_case, native_image
 from p2gmed.inference.models import LoadedModel, check_models, ensembles
+from p2gmed.inference.postprocess import keep_largest_component
 from p2gmed.inference.sliding import sliding_predict
 from p2gmed.io import atomic_path
 from p2gmed.inference.naming import NAMINGS, SEG, case_name_from_inputs, output_name
@@ -263,11 +265,11 @@ def predict_volumes(
         mean = total / len(group)  # (C, X, Y, Z): the ensemble average
         if first.segments:
             classes = torch.from_numpy(mean.argmax(0))
-            from p2gmed.data.layouts import classes_to_labels
-
             labels = classes_to_labels(classes, first.labels).numpy().astype(np.uint8)
             # nothing is segmented outside the patient (brain / body), whatever the network says there
             labels[~subject_foreground(arrays, first.cfg.data.body_hu)] = 0
+            if first.cfg.inference.keep_largest_component:
+                labels = keep_largest_component(labels)
             images[SEG] = native_image(labels, geometry, np.uint8, f"p2gmed segmentation ({first.labels})")
             sources[SEG] = "segmented"
             continue

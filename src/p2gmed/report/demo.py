@@ -3,13 +3,14 @@
 Stages (each an ordinary `p2g` command line, run in this process; see `report.steps.execute`):
 
 1. data        `p2g data make-demo` twice: training subjects and separate held-out test subjects
-2. pretrain    Algorithm 1 with the tiny-cpu preset
+2. pretrain    Algorithm 1 with the demo preset (`configs/demo-cpu.yaml`)
 3. synthesis   Algorithm 2, synthesis, from the pre-trained checkpoint
 4. segmentation  Algorithm 2, segmentation, from the pre-trained checkpoint
 5. baseline    (full demo only) stock SwinUNETR segmentation from scratch, the Table 3/10 comparison
 6. predict     every test subject from each of the 15 modality subsets (synthesis + segmentation models)
-7. evaluate    synthesis metrics (unit convention) and BraTS Dice per subset
-8. report      OUT/report.md and OUT/report.html: tables, figure, settings, timings, files, commands
+7. baselines   trivial synthesis T1 -> T2 / FLAIR: the source copied; a per-subject linear fit (an oracle)
+8. evaluate    synthesis metrics (unit convention) of the model and both baselines, BraTS Dice per subset
+9. report      OUT/report.md and OUT/report.html: targets met or not, tables, figure, settings, timings, files
 
 Re-running into the same folder continues: finished stages (markers in OUT/.state/) are skipped, an
 interrupted training resumes from its last checkpoint and any other interrupted stage is redone; `--force` redoes
@@ -28,6 +29,7 @@ from p2gmed.evaluation.tables import markdown_table, number
 from p2gmed.io import write_text
 from p2gmed.modalities import DISPLAY, MRI
 from p2gmed.outputs import OutputFolder
+from p2gmed.report.demo_targets import Target, demo_targets, targets_section, write_synthesis_baselines
 from p2gmed.report.html import html_document
 from p2gmed.report.planning import MRI_SUBSETS, checkpoint_of, configs_dir, predict_commands
 from p2gmed.report.steps import Step, StepResult, execute
@@ -55,12 +57,17 @@ class DemoSettings:
     train_subjects: int
     test_subjects: int
     pretrain_steps: int
-    tune_steps: int
-    baseline: bool
-    """Also train the stock SwinUNETR segmentation from scratch (the comparison of Tables 3/10)."""
+    synthesis_steps: int
+    segmentation_steps: int
+    baseline_steps: int
+    """Steps of the stock SwinUNETR segmentation from scratch (the comparison of Tables 3/10); 0 skips it."""
     all_subsets: bool
     """Predict from all 15 modality subsets; False: the four single modalities and the full set only."""
     seed: int = 0
+
+    @property
+    def baseline(self) -> bool:
+        return self.baseline_steps > 0
 
     @property
     def subsets(self) -> list[tuple[str, ...]]:
@@ -70,17 +77,23 @@ class DemoSettings:
 
 
 def demo_settings(quick: bool = False) -> DemoSettings:
-    """--quick: 75 s on 2 idle CPU cores; full: 11 min (measured), with the from-scratch baseline."""
+    """The step budgets, chosen from the learning curves of `benchmarks/learning.py` (docs/results.md)."""
     if quick:
-        return DemoSettings(True, train_subjects=3, test_subjects=1, pretrain_steps=4, tune_steps=4, baseline=False,
-                            all_subsets=False)
-    return DemoSettings(False, train_subjects=6, test_subjects=2, pretrain_steps=30, tune_steps=40, baseline=True,
-                        all_subsets=True)
+        return DemoSettings(True, train_subjects=4, test_subjects=1, pretrain_steps=4, synthesis_steps=6,
+                            segmentation_steps=80, baseline_steps=0, all_subsets=False)
+    return DemoSettings(False, train_subjects=10, test_subjects=3, pretrain_steps=40, synthesis_steps=150,
+                        segmentation_steps=250, baseline_steps=150, all_subsets=True)
+
+
+#: the demo's preset: tiny-cpu with the learning settings chosen from the curves (docs/results.md)
+PRESET = "demo-cpu.yaml"
+#: segmentation learns faster at this rate than at the preset's 3e-3 (docs/results.md)
+SEGMENTATION_LR = 1.0e-2
 
 
 def _config(out: Path, name: str, extra: dict) -> tuple[Path, dict]:
-    """A run config extending the tiny-cpu preset (absolute path, so the file works from anywhere)."""
-    return out / "configs" / f"{name}.yaml", {"extends": str(configs_dir() / "tiny-cpu.yaml"), **extra}
+    """A run config extending the demo preset (absolute path, so the file works from anywhere)."""
+    return out / "configs" / f"{name}.yaml", {"extends": str(configs_dir() / PRESET), **extra}
 
 
 def demo_steps(out: Path, settings: DemoSettings) -> list[Step]:
@@ -98,24 +111,27 @@ def demo_steps(out: Path, settings: DemoSettings) -> list[Step]:
 
     def training(name: str, about: str, argv: list[str], steps_: int, extra: dict) -> Path:
         run = runs / name
-        if settings.quick:  # no validation split: every subject trains, and the end-of-run validation is skipped
-            extra = {**extra, "data": {"val_fraction": 0.0}}
         cfg, mapping = _config(out, name, extra)
         argv = argv + ["--data", str(train), "--out", str(run), "--config", str(cfg), "--max-steps", str(steps_)]
         steps.append(Step(name, about, [argv], outputs=(run,), configs={cfg: mapping}, run=run))
         return run
 
-    pre = training("pretrain", "pre-training (Algorithm 1)", ["pretrain"], settings.pretrain_steps, {})
+    # 2 crops per step as tiny-cpu (the contrastive loss needs > 1): with the preset's 4, a pre-training step cost
+    # 8x a segmentation step and 40 of them a third of the full demo (docs/results.md)
+    pre = training("pretrain", "pre-training (Algorithm 1)", ["pretrain"], settings.pretrain_steps,
+                   {"data": {"crops_per_subject": 2}})
     init = ["--init", str(pre / "checkpoints" / "last.pt")]
     syn = training("synthesis", "synthesis tuning from the pre-trained model", ["finetune", "--task", "synthesis",
-                   *init], settings.tune_steps, {"tune": {"task": "synthesis"}})
+                   *init], settings.synthesis_steps, {"tune": {"task": "synthesis"}})
     seg = training("segmentation", "segmentation tuning from the pre-trained model",
-                   ["finetune", "--task", "segmentation", *init], settings.tune_steps, {"tune": {"task": "segmentation"}})
+                   ["finetune", "--task", "segmentation", *init], settings.segmentation_steps,
+                   {"tune": {"task": "segmentation"}, "train": {"lr": SEGMENTATION_LR}})
     methods = {"P2G": (preds / "p2g", [syn, seg])}
     if settings.baseline:
         base = training("baseline-swinunetr", "baseline: stock SwinUNETR segmentation from scratch",
-                        ["finetune", "--task", "segmentation", "--architecture", "swinunetr"], settings.tune_steps,
-                        {"tune": {"task": "segmentation", "architecture": "swinunetr", "init": "scratch"}})
+                        ["finetune", "--task", "segmentation", "--architecture", "swinunetr"], settings.baseline_steps,
+                        {"tune": {"task": "segmentation", "architecture": "swinunetr", "init": "scratch"},
+                         "train": {"lr": SEGMENTATION_LR}})
         methods["SwinUNETR (scratch)"] = (preds / "swinunetr", [base])
 
     def expand(folder: Path, models: list[Path]) -> Callable[[], list[list[str]]]:
@@ -132,8 +148,15 @@ def demo_steps(out: Path, settings: DemoSettings) -> list[Step]:
                           "modality subsets",
                           expand=expand(folder, models), outputs=(folder,),
                           template=f"p2g predict --model ... --out {folder}/from-<subset> --case <id> --input ..."))
+    baselines = preds / "baselines"
+    steps.append(Step("baselines", "synthesis baselines T1 -> T2 / FLAIR: the source copied, a per-subject "
+                      "linear intensity fit (oracle)", action=lambda: write_synthesis_baselines(test, baselines),
+                      outputs=(baselines,)))
     evaluate = [["evaluate", "synthesis", "--pred", str(preds / "p2g"), "--ref", str(test),
                  "--out", str(evals / "synthesis.csv"), "--convention", "unit"]]
+    evaluate += [["evaluate", "synthesis", "--pred", str(baselines / name), "--ref", str(test),
+                  "--out", str(evals / f"synthesis-{name}.csv"), "--convention", "unit", "--allow-missing"]
+                 for name in ("copy", "linear")]  # the baselines write T2 and FLAIR only
     evaluate += [["evaluate", "brats", "--pred", str(folder), "--ref", str(test),
                   "--out", str(evals / f"segmentation-{folder.name}.csv")] for folder, _ in methods.values()]
     steps.append(Step("evaluate", "synthesis metrics and BraTS Dice per subset", evaluate, outputs=(evals,)))
@@ -181,6 +204,7 @@ def stage_table(results: list[StepResult]) -> str:
 def write_report(
     out: Path, settings: DemoSettings, results: list[StepResult], *, synthesis_csv: Path | None,
     segmentation_csvs: dict[str, Path], figures: list[Path], environment: dict[str, str] | None = None,
+    targets: list[Target] | None = None,
 ) -> Path:
     """Write OUT/report.md and OUT/report.html; returns the Markdown path.
 
@@ -192,6 +216,7 @@ def write_report(
         segmentation_csvs: method label -> per-case BraTS metrics CSV.
         figures: image files (inside `out`) to show.
         environment: extra lines for the settings section (versions, device).
+        targets: the demo's promises and whether they were met (`demo_targets`), shown first.
     """
     out = Path(out)
 
@@ -202,9 +227,11 @@ def write_report(
             return str(path)
 
     md = [f"# p2gmed demo report{' (quick)' if settings.quick else ''}", "", f"> {SIMULATED_WARNING}", ""]
+    md += targets_section(targets) if targets else []
     md += ["## Settings", ""]
     md += [f"- {k.replace('_', ' ')}: `{v}`" for k, v in asdict(settings).items()]
-    md += ["- preset: `configs/tiny-cpu.yaml` (ROI 32 x 32 x 64, feature size 12, one Swin block per stage)"]
+    md += [f"- preset: `configs/{PRESET}` (tiny-cpu: ROI 32 x 32 x 64, feature size 12, one Swin block per stage; "
+           "with the learning settings of docs/results.md)"]
     md += [f"- {k}: `{v}`" for k, v in (environment or {}).items()]
     md += ["", "## Timings per stage", "", stage_table(results), ""]
     md += ["## Modality synthesis (Table 2/9 layout)", "",
@@ -272,11 +299,14 @@ def make_figures(out: Path, test: Path, pred: Path) -> list[Path]:
 
 
 def default_threads() -> int:
-    """Half the CPU cores, at least one. Measured on a shared 2-core machine: with 2 threads competing with other
-    processes the tiny pre-training step took 30-80 s, with 1 thread 6-8 s (OpenMP threads wait on each other)."""
+    """Every CPU core this process may use. On an idle machine that is fastest; on a machine shared with other
+    busy processes, OpenMP threads wait on each other and `--threads 1` can be faster."""
     import os
 
-    return max(1, (os.cpu_count() or 2) // 2)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def run_demo(out: str | Path = "p2g-demo", quick: bool = False, force: bool = False, threads: int | None = None,
@@ -315,7 +345,13 @@ def run_demo(out: str | Path = "p2g-demo", quick: bool = False, force: bool = Fa
     environment = {"p2gmed": p2gmed.__version__, "torch": torch.__version__, "python": platform.python_version(),
                    "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
                    or "cpu", "threads": str(torch.get_num_threads())}
+    seconds = sum(r.seconds for r in results)
+    targets = demo_targets(settings.quick, evals / "segmentation-p2g.csv", {
+        "model": evals / "synthesis.csv", "copy": evals / "synthesis-copy.csv",
+        "linear": evals / "synthesis-linear.csv"}, seconds)
     report = write_report(out, settings, results, synthesis_csv=evals / "synthesis.csv", segmentation_csvs=seg,
-                          figures=figures, environment=environment)
+                          figures=figures, environment=environment, targets=targets)
+    for target in targets:
+        echo("    " + target.line()[2:].replace("**", ""))
     echo(f"==> report: {report} (and report.html); stages took {sum(r.seconds for r in results):.0f} s")
     return report

@@ -44,6 +44,8 @@ from p2gmed.report.summaries import MISSING, SEG_REGIONS, mean_by, read_csv, seg
 TABLES = tuple(f"table{i}" for i in range(1, 11))
 SCALES = ("tiny", "paper")
 #: the pre-training presets (configs/ablations/) of the six constraint ablations of Tables 4 and 7
+#: train.seed of the first seed (TrainConfig's default); seed k uses BASE_SEED + k
+BASE_SEED = 20
 ABLATIONS = ("table4-1-eq", "table4-2-inv", "table4-3-eq-inv", "table4-4-eq-prior", "table4-5-inv-prior",
              "table4-6-eq-inv-prior")
 
@@ -60,6 +62,8 @@ class Method:
     models: tuple[str, ...]
     pred: Path
     csv: Path
+    seed: int = 0
+    """Which of the plan's seeds (0 ... seeds - 1) trained the models."""
 
 
 @dataclass
@@ -74,13 +78,15 @@ class TablePlan:
     steps: list[Step]
     methods: list[Method]
     out: Path
+    seeds: int = 1
 
 
 class _Planner:
     """Builds the steps of one table: configs, trainings, predictions, evaluations, the table."""
 
-    def __init__(self, table, data, out, scale, pretrain_data, test_data, max_steps, modalities):
+    def __init__(self, table, data, out, scale, pretrain_data, test_data, max_steps, modalities, seeds=1):
         self.table, self.data, self.out, self.scale = table, Path(data), Path(out), scale
+        self.seeds, self.seed = seeds, 0
         self.pretrain_data = Path(pretrain_data) if pretrain_data else self.data
         self.test_data = Path(test_data) if test_data else None
         self.max_steps, self.modalities = max_steps, modalities
@@ -108,6 +114,9 @@ class _Planner:
         return self.out / "configs" / f"{name}.yaml", mapping
 
     def _train(self, name: str, about: str, argv: list[str], preset: str, extra: dict, data: Path) -> Path:
+        if self.seeds > 1:  # the same configuration again: other initial weights and crops, the same split
+            name, about = f"{name}-seed{self.seed}", f"{about}, seed {self.seed + 1} of {self.seeds}"
+            extra = merge_mappings(extra, {"train": {"seed": BASE_SEED + self.seed}})
         run = self.out / "runs" / name
         cfg_path, mapping = self.config(name, preset, extra, data)
         argv = argv + ["--data", str(data), "--out", str(run), "--config", str(cfg_path)]
@@ -168,12 +177,12 @@ class _Planner:
         if self.test_data is None:
             argv += ["--allow-missing"]  # the reference holds the training subjects too
         self.steps.append(Step(f"evaluate-{slug}", f"{kind} metrics of {label}", [argv], outputs=(csv_path,)))
-        self.methods.append(Method(label, tuple(r.name for r in runs), pred, csv_path))
+        self.methods.append(Method(label, tuple(r.name for r in runs), pred, csv_path, self.seed))
 
 
 def build_plan(
     table: str, data: str | Path, out: str | Path, scale: str = "tiny", *, pretrain_data: str | Path | None = None,
-    test_data: str | Path | None = None, max_steps: int | None = None,
+    test_data: str | Path | None = None, max_steps: int | None = None, seeds: int = 1,
 ) -> TablePlan:
     """The declarative plan of one paper table (see the module docstring).
 
@@ -185,9 +194,11 @@ def build_plan(
         pretrain_data: data for pre-training when it differs (Table 3/10: BraTS23 pre-training, BraTS18 tuning).
         test_data: held-out test set; default: 20 % of the patients of `data`.
         max_steps: cap every training run at this many steps (smoke runs).
+        seeds: run every configuration this many times (train.seed = 20, 21, ...: other initial weights and
+            crops, the same split); the table then shows mean +/- std and paired tests (`report.seeds`).
 
     Raises:
-        InputError: unknown table or scale.
+        InputError: unknown table or scale, seeds < 1.
     """
     table = f"table{table}" if str(table).isdigit() else str(table).lower()
     if table not in TABLES:
@@ -196,7 +207,20 @@ def build_plan(
         raise InputError(f"unknown scale '{scale}'; choose tiny or paper")
     table_no = int(table[5:])
     modalities = MRI if table_no in (1, 2, 3, 8, 9, 10) else NAC if table_no == 6 else PETCT
-    p = _Planner(table, data, out, scale, pretrain_data, test_data, max_steps, modalities)
+    if seeds < 1:
+        raise InputError(f"--seeds must be at least 1, got {seeds}")
+    p = _Planner(table, data, out, scale, pretrain_data, test_data, max_steps, modalities, seeds)
+    for seed in range(seeds):
+        p.seed = seed
+        title, kind, builtin = _configurations(p, table_no, modalities, pretrain_data)
+    plan = TablePlan(table, title, kind, builtin, modalities, p.steps, p.methods, p.out, seeds)
+    plan.steps.append(Step("table", f"{table}.md and {table}.csv next to the paper's numbers",
+                           action=lambda: write_table(plan), outputs=(p.out / f"{table}.md", p.out / f"{table}.csv")))
+    return plan
+
+
+def _configurations(p: _Planner, table_no: int, modalities: tuple[str, ...], pretrain_data) -> tuple[str, str, str]:
+    """Add every run and method of the table (for the planner's current seed); returns (title, kind, builtin)."""
     singles = [(m,) for m in modalities]
     if table_no in (1, 2, 8, 9):
         title, kind, builtin = "MRI modality transfer on BraTS 2023", "synthesis", "brain"
@@ -246,10 +270,7 @@ def build_plan(
         for arch, label in (("swinunetr", "SwinUNETR (scratch)"), ("unetr", "UNETR (scratch)")):
             run = p.finetune(f"{arch}-nac", "nac-synthesis.yaml", "synthesis", None, arch)
             p.method(label, [run], [("pet_nac",)], kind)
-    plan = TablePlan(table, title, kind, builtin, modalities, p.steps, p.methods, p.out)
-    plan.steps.append(Step("table", f"{table}.md and {table}.csv next to the paper's numbers",
-                           action=lambda: write_table(plan), outputs=(p.out / f"{table}.md", p.out / f"{table}.csv")))
-    return plan
+    return title, kind, builtin
 
 
 # --------------------------------------------------------------------------------------------------
@@ -260,11 +281,13 @@ def _pair(src: frozenset, tgt: str, order: tuple[str, ...]) -> str:
     return " + ".join(DISPLAY[m] for m in order if m in src) + f" -> {DISPLAY[tgt]}"
 
 
-def measured_rows(plan: TablePlan) -> dict[tuple[str, str, str], float]:
-    """(method, setting, metric) -> value measured from the evaluation CSVs of the plan's methods."""
+def measured_rows(plan: TablePlan, seed: int | None = None) -> dict[tuple[str, str, str], float]:
+    """(method, setting, metric) -> value measured from the evaluation CSVs of the plan's methods (of `seed`)."""
     table_no = int(plan.table[5:])
     out: dict[tuple[str, str, str], float] = {}
     for method in plan.methods:
+        if seed is not None and method.seed != seed:
+            continue
         rows = read_csv(method.csv)
         if plan.kind == "synthesis":
             for (src, tgt), stats in mean_by(rows, ("source", "modality"), ("psnr", "nmse", "ssim")).items():
@@ -301,11 +324,14 @@ def measured_rows(plan: TablePlan) -> dict[tuple[str, str, str], float]:
     return out
 
 
-def comparison(plan: TablePlan, measured: dict[tuple[str, str, str], float]) -> list[dict]:
-    """Long-format rows (method, setting, metric, measured, paper) over the union of measured and paper keys.
+def comparison(plan: TablePlan, measured: dict[tuple[str, str, str], float],
+               spread: dict[tuple[str, str, str], float] | None = None) -> list[dict]:
+    """Long-format rows (method, setting, metric, measured, std, seeds, paper) over the union of measured and
+    paper keys; `measured` is the mean over the seeds and `std` their sample standard deviation (`spread`).
 
     Only the settings the paper reports, plus every measured one, appear; a missing side is NaN.
     """
+    spread = spread or {}
     paper = dict(PAPER[plan.table])
     if plan.table in ("table4", "table6"):  # the paper's "Avg." column: the mean of the pairs it reports
         for label, metric in {(m, mt) for m, _, mt in paper}:
@@ -317,7 +343,8 @@ def comparison(plan: TablePlan, measured: dict[tuple[str, str, str], float]) -> 
         keys += [k for k in measured if k not in keys]
     return [
         {"table": plan.table, "method": m, "setting": s, "metric": mt,
-         "measured": measured.get((m, s, mt), math.nan), "paper": paper.get((m, s, mt), math.nan)}
+         "measured": measured.get((m, s, mt), math.nan), "std": spread.get((m, s, mt), math.nan),
+         "seeds": plan.seeds, "paper": paper.get((m, s, mt), math.nan)}
         for m, s, mt in dict.fromkeys(keys)
     ]
 
@@ -333,7 +360,8 @@ def comparison_markdown(rows: list[dict]) -> str:
         line = [method, setting]
         for metric in metrics:
             r = cells.get(metric)
-            line.append("" if r is None else f"{number(r['measured'], 3, missing=MISSING)} "
+            spread = "" if r is None or not math.isfinite(r.get("std", math.nan)) else f" ± {r['std']:.3f}"
+            line.append("" if r is None else f"{number(r['measured'], 3, missing=MISSING)}{spread} "
                                               f"({number(r['paper'], 3, missing=MISSING)})")
         body.append(line)
     return markdown_table(["method", "setting", *metrics], body)
@@ -341,30 +369,44 @@ def comparison_markdown(rows: list[dict]) -> str:
 
 def write_table(plan: TablePlan) -> tuple[Path, Path]:
     """Write OUT/<table>.md and OUT/<table>.csv from the evaluation CSVs; returns their paths."""
-    rows = comparison(plan, measured_rows(plan))
+    from p2gmed.report.seeds import paired_tests, seed_statistics, tests_markdown
+
     md_path, csv_path = plan.out / f"{plan.table}.md", plan.out / f"{plan.table}.csv"
-    note = ("Each cell: measured (paper). The paper's numbers come from the full data sets at the paper's scale; "
-            "a tiny-scale run on the built-in simulated data only shows that the pipeline runs end to end.")
+    tests = ""
+    if plan.seeds > 1:
+        measured, spread = seed_statistics([measured_rows(plan, k) for k in range(plan.seeds)])
+        rows = comparison(plan, measured, spread)
+        note = (f"Each cell: mean ± sample std over {plan.seeds} seeds (train.seed {BASE_SEED} ... "
+                f"{BASE_SEED + plan.seeds - 1}: other initial weights and crops, the same split) (paper).")
+        tests = tests_markdown(paired_tests(plan))
+    else:
+        rows = comparison(plan, measured_rows(plan))
+        note = "Each cell: measured (paper), from 1 seed."
+    note += (" The paper's numbers come from the full data sets at the paper's scale; a tiny-scale run on the "
+             "built-in simulated data only shows that the pipeline runs end to end.")
     if plan.kind == "brats":
         note += " ET is the post-processed ET (dice_et_pp); Dice in %."
     if plan.kind == "synthesis":
         from p2gmed.evaluation.synthesis import convention_note
 
         note += f" Metrics: {convention_note('paper', plan.modalities)}."
-    write_text(md_path, f"# {plan.table}: {plan.title}\n\n{note}\n\n{comparison_markdown(rows)}\n")
-    write_csv(csv_path, rows, ("table", "method", "setting", "metric", "measured", "paper"))
+    write_text(md_path, f"# {plan.table}: {plan.title} ({plan.seeds} seed{'s' if plan.seeds > 1 else ''})\n\n"
+                        f"{note}\n\n{comparison_markdown(rows)}\n{tests}")
+    write_csv(csv_path, rows, ("table", "method", "setting", "metric", "measured", "std", "seeds", "paper"))
     return md_path, csv_path
 
 
 def reproduce(
     table: str, data: str | Path, out: str | Path, scale: str = "tiny", *, pretrain_data=None, test_data=None,
     max_steps: int | None = None, dry_run: bool = False, force: bool = False, echo: Callable[[str], None] = print,
+    seeds: int = 1,
 ) -> list[StepResult]:
     """Build the plan of `table` and execute it (or print it with `dry_run`). See `build_plan`."""
     plan = build_plan(table, data, out, scale, pretrain_data=pretrain_data, test_data=test_data,
-                      max_steps=max_steps)
+                      max_steps=max_steps, seeds=seeds)
     for path, what in ((data, "--data"), (pretrain_data, "--pretrain-data"), (test_data, "--test-data")):
         if path is not None and not dry_run and not Path(path).exists():
             raise InputError(f"{what} {path} does not exist")
-    echo(f"# p2g reproduce {plan.table} ({plan.title}), scale {scale}: {len(plan.steps)} steps into {plan.out}")
+    echo(f"# p2g reproduce {plan.table} ({plan.title}), scale {scale}, {seeds} seed(s): {len(plan.steps)} steps "
+         f"into {plan.out}")
     return execute(plan.steps, Path(out) / ".state", force=force, dry_run=dry_run, echo=echo)
