@@ -1,0 +1,76 @@
+"""Peak memory of a pre-training step with and without activation checkpointing (goal 4).
+
+Each measurement runs in a fresh process: on CUDA the peak allocated during the step, on the CPU the growth of
+the process's resident set during the step (its high-water mark minus the resident size just before).
+
+    python benchmarks/bench_memory.py [--size tiny|paper] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import common  # noqa: E402
+from bench_pretrain_step import make_step  # noqa: E402
+
+
+def config(size: str, checkpointing: bool):
+    model = {"activation_checkpointing": checkpointing}
+    if size == "paper":  # batch 1, one crop, two modalities (memory is flat in the number of modalities)
+        return common.paper_config(("t1n", "t1c"), data={"crops_per_subject": 1}, loss={"contrast": 0.0}, model=model)
+    return common.tiny_config(model=model)
+
+
+def resident_mb() -> float:
+    """This process's resident set now (Linux), in MB."""
+    import os
+
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def child(args) -> None:
+    device = common.setup(args)
+    cfg = config(args.size, args.child == "on")
+    step = make_step(cfg, device, "per_step")
+    common.sync(device)
+    common.reset_peak(device)
+    before = common.peak_mb(device) if device.type == "cuda" else resident_mb()
+    start = time.perf_counter()
+    step()  # one step: the first is the one whose peak a run must survive
+    common.sync(device)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"step_mb": common.peak_mb(device) - before, "seconds": seconds}))
+
+
+def main(argv=None) -> None:
+    p = common.parser(__doc__)
+    p.add_argument("--size", choices=("tiny", "paper"), default="tiny")
+    args = p.parse_args(argv)
+    if args.child:
+        return child(args)
+    device = common.setup(args)
+    if args.size == "paper" and device.type == "cpu":
+        common.require_memory(10, "the paper-size step on the CPU")
+    cfg = config(args.size, False)
+    extra = ["--device", args.device, "--size", args.size] + (["--threads", str(args.threads)] if args.threads else [])
+    runs = {name: common.in_subprocess(__file__, [*extra, "--child", name]) for name in ("off", "on")}
+    off, on = runs["off"], runs["on"]
+    measure = "peak allocated during the step (CUDA)" if device.type == "cuda" else "resident-set growth during the step"
+    common.report(f"pre-training step memory ({args.size}: ROI {'x'.join(map(str, cfg.data.roi_size))}, "
+                  f"F={cfg.model.feature_size}, {len(cfg.data.modalities)} modalities, "
+                  f"{cfg.train.batch_size * cfg.data.crops_per_subject} crop(s))", device, [
+        ("without activation checkpointing", f"{off['step_mb']:.0f} MB (step {off['seconds']:.2f} s)"),
+        ("with activation checkpointing", f"{on['step_mb']:.0f} MB (step {on['seconds']:.2f} s)"),
+        ("memory saved / time added", f"{1 - on['step_mb'] / max(off['step_mb'], 1e-6):.0%} / "
+                                      f"{on['seconds'] / off['seconds'] - 1:+.0%}"),
+        ("measure", measure),
+    ])
+
+
+if __name__ == "__main__":
+    main()
