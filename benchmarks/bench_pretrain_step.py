@@ -15,29 +15,42 @@ MRI = ("t1n", "t1c", "t2w", "t2f")
 
 
 def make_step(cfg, device, update: str):
+    """One `Trainer.train_step` (the engine's loop: forward per modality, backward, update) on a fixed batch."""
+    import tempfile
+
     import torch
 
+    from p2gmed.config import replace_fields
     from p2gmed.models.network import build_model
+    from p2gmed.train.engine import Trainer
     from p2gmed.train.pretrain_task import PretrainTask
 
+    cfg = replace_fields(cfg, train={"update": update, "device": str(device), "lr": 1e-4})
     torch.manual_seed(0)
     m = len(cfg.data.modalities)
-    model = build_model(cfg, out_channels=m).to(device)
-    task = PretrainTask(model, cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model = build_model(cfg, out_channels=m)
     n = cfg.train.batch_size * cfg.data.crops_per_subject
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(n, m, *cfg.data.roi_size, generator=gen)
-    batch = {"image": x.to(device), "available": torch.ones(n, m, dtype=torch.bool, device=device),
-             "foreground": (x[:, :1] > -0.5).to(device), "subject": [f"s{i // 2}" for i in range(n)]}
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        task.run_step(batch, 0, gen, after_modality=opt.step if update == "per_modality" else None)
-        if update == "per_step":
-            opt.step()
-
-    return step
+    batch = {
+        "image": x,
+        "available": torch.ones(n, m, dtype=torch.bool),
+        "foreground": x[:, :1] > -0.5,
+        "subject": [f"s{i // 2}" for i in range(n)],
+    }
+    trainer = Trainer(
+        model,
+        PretrainTask(model, cfg),
+        lambda step: batch,
+        cfg,
+        tempfile.mkdtemp(),
+        task_name="pretrain",
+        out_channels=m,
+        modalities=cfg.data.modalities,
+        max_steps=10**9,
+    )
+    model.train()
+    return trainer.train_step
 
 
 def child(args) -> None:
@@ -60,21 +73,29 @@ def main(argv=None) -> None:
     cfg = common.tiny_config(MRI)
     paper = common.timed(make_step(cfg, device, "per_step"), device, args.repeats)
     authors = common.timed(make_step(cfg, device, "per_modality"), device, args.repeats)
-    rows = [("paper loop (1 update / step)", f"{paper:.3f} s/step"),
-            ("authors' loop (1 update / modality)", f"{authors:.3f} s/step"),
-            ("ratio paper / authors", f"{paper / authors:.2f}x")]
+    rows = [
+        ("paper loop (1 update / step)", f"{paper:.3f} s/step"),
+        ("authors' loop (1 update / modality)", f"{authors:.3f} s/step"),
+        ("ratio paper / authors", f"{paper / authors:.2f}x"),
+    ]
     if device.type != "cuda":  # the process RSS high-water mark is set by the libraries, not by a tiny step
         rows.append(("memory vs M", "measured on CUDA only: run with --device cuda"))
         common.report("pre-training step (tiny-cpu, ROI 32x32x64, F=12)", device, rows)
         return
     mems = []
     for m in (1, 2, 4):
-        extra = ["--device", args.device, "--child", str(m)] + (["--threads", str(args.threads)] if args.threads else [])
+        extra = ["--device", args.device, "--child", str(m)] + (
+            ["--threads", str(args.threads)] if args.threads else []
+        )
         mems.append(common.in_subprocess(__file__, extra))
     base = max(mems[0]["step_mb"], 1e-6)
     for r in mems:
-        rows.append((f"step memory, M={r['m']}", f"{r['step_mb']:.0f} MB ({r['step_mb'] / base:.2f}x M=1; "
-                                                  f"step {r['seconds']:.3f} s)"))
+        rows.append(
+            (
+                f"step memory, M={r['m']}",
+                f"{r['step_mb']:.0f} MB ({r['step_mb'] / base:.2f}x M=1; step {r['seconds']:.3f} s)",
+            )
+        )
     rows.append(("memory measure", "peak allocated during the step (CUDA)"))
     common.report("pre-training step (tiny-cpu, ROI 32x32x64, F=12)", device, rows)
 

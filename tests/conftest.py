@@ -31,7 +31,7 @@ def tiny_cfg():
     return load_config(Path(__file__).parents[1] / "configs" / "tiny-cpu.yaml")
 
 
-# --- built-in data sets (engineer A): small, written once per session ---------------------------------------
+# --- built-in data sets: small, written once per session ----------------------------------------------------
 
 
 @pytest.fixture(scope="session")

@@ -66,3 +66,14 @@ def test_resolved_config_round_trips(tmp_path):
     p.write_text(dump_config(cfg))
     again = load_config(p)
     assert config_to_dict(again) == config_to_dict(cfg)
+
+
+def test_retired_keys_of_older_checkpoints_are_ignored_not_refused():
+    from p2gmed.config import config_from_dict, config_to_dict
+
+    stored = config_to_dict(Config())
+    stored["tune"].update(subset_sampling="uniform", combine="mean_fused")  # what older runs wrote
+    assert config_from_dict(stored) == Config().validate()
+    stored["tune"]["nonsense"] = 1
+    with pytest.raises(InputError, match="tune.nonsense"):
+        config_from_dict(stored)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import nibabel as nib
 import numpy as np
@@ -249,7 +250,7 @@ def test_batch_shapes_determinism_and_consecutive_crops(loaded, cfg):
 
 def test_epoch_covers_every_subject_once_and_ranks_are_disjoint(loaded, cfg):
     cfg.train.batch_size = 1
-    assert steps_per_epoch(4, cfg, world=2) == 2 and steps_per_epoch(5, cfg, world=2) == 3
+    assert steps_per_epoch(4, 1, world=2) == 2 and steps_per_epoch(5, 1, world=2) == 3
     ranks = [TrainBatches(loaded, cfg, seed=0, rank=r, world=2) for r in range(2)]
     for epoch in range(2):
         seen = [i for s in range(2 * epoch, 2 * epoch + 2) for r in ranks for i in r.subject_indices(s)]
@@ -281,12 +282,45 @@ def test_small_volume_is_padded_with_background(tmp_path, cfg):
     assert int(b["label"][0].eq(3).sum()) == 8
 
 
-def test_augmentation_applies_same_transform_to_image_label_and_foreground(loaded, cfg):
+def _lopsided_subject(seed: int) -> SimpleNamespace:
+    """A volume with no symmetry (random values plus a ramp along every axis); its foreground and label are
+    functions of the image, so any transform they do not share with the image breaks the relation."""
+    g = torch.Generator().manual_seed(seed)
+    d, h, w = 40, 40, 70
+    ramp = (torch.arange(d)[:, None, None] / d + torch.arange(h)[None, :, None] / (2 * h)
+            + torch.arange(w)[None, None, :] / (3 * w))
+    image = torch.rand(2, d, h, w, generator=g) + ramp
+    return SimpleNamespace(
+        image=image,
+        foreground=_foreground_of(image[None])[0],
+        label=_label_of(image[None])[0],
+        available=torch.ones(2, dtype=torch.bool),
+        background=torch.zeros(2),
+        subject=SimpleNamespace(subject_id=f"s{seed}"),
+    )
+
+
+def _foreground_of(image: torch.Tensor) -> torch.Tensor:
+    return image[:, :1] > 0.9
+
+
+def _label_of(image: torch.Tensor) -> torch.Tensor:
+    return (image[:, :1] > 1.3).long() + 2 * (image[:, 1:2] > 1.6).long()
+
+
+def test_augmentation_applies_same_transform_to_image_label_and_foreground(cfg):
+    cfg.data.modalities = ("t1n", "t2w")
+    subjects = [_lopsided_subject(i) for i in range(2)]
     cfg.data.flip_prob = cfg.data.rot90_prob = 1.0
-    b = TrainBatches(loaded, cfg, seed=3).batch(0)
-    for i in range(len(b["subject"])):  # label 3 only where the tissue box is, whatever the flips / rotation
-        assert torch.all(b["foreground"][i][b["label"][i] > 0])
-        assert torch.equal(b["foreground"][i, 0], b["image"][i, :3].ne(0).any(0))
+    augmented = TrainBatches(subjects, cfg, seed=3).batch(0)
+    cfg.data.flip_prob = cfg.data.rot90_prob = 0.0
+    plain = TrainBatches(subjects, cfg, seed=3).batch(0)
+    # the first crop of a step lies at the same place in both (the augmentation draws come after the crop's)
+    assert not torch.equal(augmented["image"][0], plain["image"][0])  # the augmentation did something
+    for b in (augmented, plain):
+        assert torch.equal(b["foreground"], _foreground_of(b["image"]))
+        assert torch.equal(b["label"], _label_of(b["image"]))
+        assert b["label"].gt(0).any() and (~b["foreground"]).any()  # both relations are tested on both values
 
 
 def test_demo_petct_loads_and_batches(demo_petct, cfg):

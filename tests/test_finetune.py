@@ -10,14 +10,12 @@ import pytest
 import torch
 
 from p2gmed.cli import main
+from p2gmed.losses.decomposition import masked_mean_error
 from p2gmed.models.baselines import build_baseline
 from p2gmed.models.network import build_model
-from p2gmed.losses.synthesis import MaskedRegressionLoss
-from p2gmed.train.finetune import (
-    SegmentationTask,
-    SynthesisTask,
-    draw_subsets,
-)
+from p2gmed.train import finetune
+from p2gmed.train.engine import mean_terms
+from p2gmed.train.finetune import SegmentationTask, SynthesisTask, draw_subsets
 from p2gmed.train.validation import segmentation_validation, synthesis_validation
 
 SHAPE = (32, 32, 64)
@@ -34,6 +32,17 @@ def _batch(n=2, labels=True, seed=0):
     if labels:
         batch["label"] = torch.randint(0, 4, (n, 1, *SHAPE), generator=gen)
     return batch
+
+
+def run_step(task, batch, generator, passes=None):
+    """What the engine does with a step's losses: a backward per yielded dict, then each term's mean."""
+    records = []
+    for terms in task.run_step(batch, generator):
+        terms["loss"].backward()
+        records.append({name: float(value.detach()) for name, value in terms.items()})
+    if passes is not None:
+        passes.append(len(records))
+    return mean_terms(records, task.terms)
 
 
 def test_draw_subsets_properties_and_uniformity():
@@ -56,24 +65,38 @@ def test_masked_regression_hand_worked():
     target = torch.tensor([[1.0, 3.0], [100.0, 100.0]]).reshape(1, 2, 1, 1, 2)
     available = torch.tensor([[True, False]])  # channel 1 is missing: ignored whatever it holds
     foreground = torch.tensor([True, True]).reshape(1, 1, 1, 1, 2)
-    assert MaskedRegressionLoss("mse")(pred, target, available, foreground).item() == pytest.approx(5.0)
-    assert MaskedRegressionLoss("l1")(pred, target, available, foreground).item() == pytest.approx(2.0)
+    assert masked_mean_error(pred, target, available, foreground).item() == pytest.approx(5.0)
+    assert masked_mean_error(pred, target, available, foreground, kind="l1").item() == pytest.approx(2.0)
     foreground[..., 1] = False
-    assert MaskedRegressionLoss("mse")(pred, target, available, foreground).item() == pytest.approx(1.0)
+    assert masked_mean_error(pred, target, available, foreground).item() == pytest.approx(1.0)
 
 
 class _Capture:
-    """Wraps a task's `task_inputs` to keep the predictions it is given."""
+    """Wraps a task's `task_terms` to keep the predictions it is given."""
 
     def __init__(self, task):
         self.predictions = []
-        original = task.task_inputs
+        original = task.task_terms
 
         def capture(prediction, batch, rows):
             self.predictions.append((prediction.detach().clone(), rows.clone()))
             return original(prediction, batch, rows)
 
-        task.task_inputs = capture
+        task.task_terms = capture
+
+
+def hand_subset_mean(model, image, subset):
+    """D(mean over the subset of X'_i, mean over the subset of the skips), written out for one crop.
+
+    image (1, M, D, H, W); subset (M,) bool.
+    """
+    m = image.shape[1]
+    sources = subset.nonzero().flatten().tolist()
+    encoded = [model.encode(image[:, i : i + 1].expand(-1, m, -1, -1, -1)) for i in sources]
+    fused = [model.fuse(z) for z, _ in encoded]
+    mean_fused = sum(fused) / len(sources)
+    mean_skips = [sum(skips[j] for _, skips in encoded) / len(sources) for j in range(len(encoded[0][1]))]
+    return model.decode(mean_fused, mean_skips)
 
 
 def test_segmentation_step_trains_what_forward_subset_predicts(tiny_cfg):
@@ -82,32 +105,96 @@ def test_segmentation_step_trains_what_forward_subset_predicts(tiny_cfg):
     task = SegmentationTask(model, tiny_cfg, "p2g", "brats2023")
     captured = _Capture(task)
     batch = _batch()
-    gen = torch.Generator().manual_seed(3)
-    subset = draw_subsets(batch["available"], batch["subject"], torch.Generator().manual_seed(3))
-    terms = task.run_step(batch, 0, gen)
+    gen = torch.Generator().manual_seed(4)
+    subset = draw_subsets(batch["available"], batch["subject"], torch.Generator().manual_seed(4))
+    assert subset.sum(1).tolist() == [3, 2]  # this seed draws subsets of different sizes, both > 1
+    terms = run_step(task, batch, gen)
     assert set(terms) == {"dice", "ce", "invariance", "loss"} and all(
         torch.isfinite(torch.tensor(list(terms.values())))
     )
     assert model.backbone.swinViT.patch_embed.proj.weight.grad is not None
     assert model.backbone.out.conv.conv.weight.grad is not None
     ((prediction, rows),) = captured.predictions
+    assert rows.tolist() == [0, 1]
     with torch.no_grad():
-        for i, row in enumerate(rows.tolist()):
-            expected = model.forward_subset(batch["image"][row : row + 1], subset[row])
-            torch.testing.assert_close(prediction[i : i + 1], expected, rtol=1e-4, atol=1e-4)
-    if subset[0].sum() > 1:
-        assert terms["invariance"] > 0
+        for row in (0, 1):
+            by_hand = hand_subset_mean(model, batch["image"][row : row + 1], subset[row])
+            torch.testing.assert_close(prediction[row : row + 1], by_hand, rtol=1e-4, atol=1e-4)
+            predicted = model.forward_subset(batch["image"][row : row + 1], subset[row])
+            torch.testing.assert_close(predicted, by_hand, rtol=1e-4, atol=1e-4)
+    assert terms["invariance"] > 0
 
 
-def test_per_modality_decoding_calls_after_modality_per_source(tiny_cfg):
+def test_per_modality_decoding_decodes_each_source_against_the_running_anchor(tiny_cfg, monkeypatch):
+    tiny_cfg.tune.train_decode = "per_modality"
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg, 4)
+    task = SynthesisTask(model, tiny_cfg, "p2g")
+    captured = _Capture(task)
+    batch = _batch(n=1, labels=False)
+    monkeypatch.setattr(finetune, "draw_subsets", lambda *_: torch.tensor([[True, False, True, True]]))
+    records = []
+    for terms in task.run_step(batch, torch.Generator().manual_seed(0)):
+        terms["loss"].backward()
+        records.append({name: float(value.detach()) for name, value in terms.items()})
+    assert len(records) == len(captured.predictions) == 3  # one loss, one backward per source modality
+    image, fg = batch["image"], batch["foreground"]
+    with torch.no_grad():
+        inputs = {i: image[:, i : i + 1].expand(-1, 4, -1, -1, -1) for i in (0, 2, 3)}
+        decoded = {i: model(x) for i, x in inputs.items()}
+        fused = {i: model.fuse(model.encode(x)[0]) for i, x in inputs.items()}
+    order = []
+    for (prediction, rows), record in zip(captured.predictions, records, strict=True):
+        (source,) = [i for i, y in decoded.items() if torch.allclose(prediction, y, atol=1e-5)]
+        order.append(source)
+        error = masked_mean_error(prediction, image, batch["available"], fg)
+        assert record["mse"] == pytest.approx(float(error), rel=1e-5)
+        if len(order) == 1:
+            assert "invariance" not in record  # the first source has no anchor yet
+        else:  # Eq. 3: X'_i against the mean of the sources before it
+            anchor = sum(fused[i] for i in order[:-1]) / (len(order) - 1)
+            expected = float((fused[source] - anchor).pow(2).mean())
+            assert record["invariance"] == pytest.approx(expected, rel=1e-4) and expected > 0
+        assert record["loss"] == pytest.approx(record["mse"] + record.get("invariance", 0.0), rel=1e-6)
+    assert sorted(order) == [0, 2, 3]
+
+
+def test_per_modality_decoding_of_a_single_source(tiny_cfg):
     tiny_cfg.tune.train_decode = "per_modality"
     model = build_model(tiny_cfg, 4)
     task = SynthesisTask(model, tiny_cfg, "p2g")
     batch = _batch(n=1, labels=False)
     batch["available"][0, 1:] = False  # one modality: the subset is {t1n}
     calls = []
-    terms = task.run_step(batch, 0, torch.Generator().manual_seed(0), after_modality=lambda: calls.append(1))
-    assert len(calls) == 1 and terms["invariance"] == 0.0 and terms["mse"] > 0
+    terms = run_step(task, batch, torch.Generator().manual_seed(0), passes=calls)
+    assert calls == [1] and terms["invariance"] == 0.0 and terms["mse"] > 0
+
+
+@pytest.mark.parametrize("task", ["synthesis", "segmentation"])
+def test_killed_and_resumed_tuning_is_bitwise_identical(demo_brain, tmp_path, task):
+    common = [
+        "finetune", "--task", task, "--data", str(demo_brain), "--config", "configs/tiny-cpu.yaml",
+        "--device", "cpu", "--set", "data.modalities=[t1n,t2w]", "--set", "data.val_fraction=0",
+    ]  # fmt: skip
+    assert main([*common, "--out", str(tmp_path / "straight"), "--max-steps", "2"]) == 0
+    assert main([*common, "--out", str(tmp_path / "run"), "--max-steps", "1"]) == 0
+    assert main([*common, "--out", str(tmp_path / "run"), "--max-steps", "2", "--resume"]) == 0
+
+    def logged(run):
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+    assert logged(tmp_path / "straight") == logged(tmp_path / "run")
+    assert [r["step"] for r in logged(tmp_path / "run")] == [1, 2]
+    a = torch.load(tmp_path / "straight/checkpoints/last.pt", weights_only=True)
+    b = torch.load(tmp_path / "run/checkpoints/last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 2
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(
+        torch.equal(x, y)
+        for k in a["optimizer"]["state"]
+        for x, y in zip(a["optimizer"]["state"][k].values(), b["optimizer"]["state"][k].values(), strict=True)
+    )
 
 
 def test_baseline_step_zeroes_the_modalities_outside_the_subset(tiny_cfg):
@@ -118,7 +205,7 @@ def test_baseline_step_zeroes_the_modalities_outside_the_subset(tiny_cfg):
     batch = _batch(n=1)
     gen_copy = torch.Generator().manual_seed(5)
     subset = draw_subsets(batch["available"], batch["subject"], gen_copy)[0]
-    terms = task.run_step(batch, 0, torch.Generator().manual_seed(5))
+    terms = run_step(task, batch, torch.Generator().manual_seed(5))
     assert "invariance" not in terms  # no per-modality X' in a stacked baseline
     (x,) = seen
     assert torch.equal(x[0, ~subset], torch.zeros_like(x[0, ~subset]))

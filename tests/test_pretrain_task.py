@@ -12,6 +12,7 @@ from p2gmed.errors import DataError, InputError
 from p2gmed.losses import ContrastiveLoss, DecompositionLoss, InvarianceLoss, RotationLoss
 from p2gmed.models import build_model
 from p2gmed.models.rotation import rotate
+from p2gmed.train.engine import mean_terms
 from p2gmed.train.pretrain_task import PretrainTask, cuboid_noise_augment
 
 TERMS = {"contrast", "equivariance", "invariance", "decomposition"}
@@ -47,16 +48,27 @@ def make_task(cfg, seed=0):
     return PretrainTask(build_model(cfg, len(cfg.data.modalities)), cfg)
 
 
+def run_step(task, batch, generator, passes=None):
+    """What the engine does with a step's losses: a backward per yielded dict, then each term's mean."""
+    records = []
+    for terms in task.run_step(batch, generator):
+        terms["loss"].backward()
+        records.append({name: float(value.detach()) for name, value in terms.items()})
+    if passes is not None:
+        passes.append(len(records))
+    return mean_terms(records, task.terms)
+
+
 def test_every_parameter_gets_a_gradient_with_all_terms():
     cfg = tiny_config()
     task = make_task(cfg)
     calls = []
     generator = torch.Generator().manual_seed(1)
-    result = task.run_step(make_batch(), 0, generator, after_modality=lambda: calls.append(1))
+    result = run_step(task, make_batch(), generator, passes=calls)
     assert set(result) == TERMS | {"loss"}
     assert all(torch.isfinite(torch.tensor(v)) for v in result.values())
     assert result["contrast"] > 0 and result["invariance"] > 0
-    assert len(calls) == 2  # once per modality
+    assert calls == [2]  # one loss (one backward) per modality
     params = task.model.named_parameters()
     missing = [name for name, p in params if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
@@ -102,7 +114,7 @@ def test_zero_weight_term_is_not_computed(monkeypatch, term, cls):
     encode, decode = task.model.encode, task.model.decode
     monkeypatch.setattr(task.model, "encode", lambda x: encode_calls.append(x.shape) or encode(x))
     monkeypatch.setattr(task.model, "decode", lambda *a: decode_calls.append(1) or decode(*a))
-    result = task.run_step(make_batch(), 0, torch.Generator().manual_seed(0))
+    result = run_step(task, make_batch(), torch.Generator().manual_seed(0))
     assert loss_calls == []
     assert term not in result
     assert set(result) == {n for n, w in weights.items() if w > 0} | {"loss"}
@@ -121,7 +133,7 @@ def test_input_is_rotated_by_the_drawn_k_and_the_head_is_trained_on_k(monkeypatc
     encode = task.model.encode
     monkeypatch.setattr(task.model, "encode", lambda x: inputs.append(x.detach()) or encode(x))
     loss_calls = _spy_forward(monkeypatch, RotationLoss)
-    task.run_step(batch, 0, torch.Generator().manual_seed(2))
+    run_step(task, batch, torch.Generator().manual_seed(2))
     assert len(drawn) == len(inputs) == len(loss_calls) == 2
     assert [c[1].tolist() for c in loss_calls] == [k.tolist() for k in drawn]
     assert any(len(set(k.tolist())) > 1 for k in drawn)  # the draw is per sample
@@ -160,7 +172,7 @@ def test_task_unrotates_the_decoded_volume_before_comparing(monkeypatch):
     batch = make_batch()
     batch["image"] = volume.repeat(1, 2, 1, 1, 1)  # both modalities identical: the identity is perfect
     monkeypatch.setattr(pretrain_task, "sample_rotations", lambda n, g: torch.ones(n, dtype=torch.long))
-    result = task.run_step(batch, 0, torch.Generator().manual_seed(0))
+    result = run_step(task, batch, torch.Generator().manual_seed(0))
     assert result["decomposition"] == pytest.approx(0.0, abs=1e-12)
     # the check can fail: compared without un-rotating, the same output is far from the target
     rotated = rotate(batch["image"], torch.ones(2, dtype=torch.long))
@@ -176,12 +188,12 @@ def test_missing_modalities_are_masked_out_and_absent_modalities_skipped(monkeyp
     encoded = []
     encode = task.model.encode
     monkeypatch.setattr(task.model, "encode", lambda x: encoded.append(x.shape[0]) or encode(x))
-    result = task.run_step(batch, 0, torch.Generator().manual_seed(0))
+    result = run_step(task, batch, torch.Generator().manual_seed(0))
     assert sorted(encoded) == [2, 3]  # modality 1 on its 2 crops, modality 0 on all 3, modality 2 skipped
     assert all(torch.isfinite(torch.tensor(v)) for v in result.values())
     none = make_batch(n=2, m=3, available=torch.zeros(2, 3, dtype=torch.bool))
     with pytest.raises(DataError, match="s0"):
-        task.run_step(none, 0, torch.Generator().manual_seed(0))
+        run_step(task, none, torch.Generator().manual_seed(0))
 
 
 def test_same_generator_seed_gives_same_step_losses():
@@ -189,10 +201,17 @@ def test_same_generator_seed_gives_same_step_losses():
     batch = make_batch()
     first_task, second_task = make_task(cfg, seed=5), make_task(cfg, seed=5)
     torch.manual_seed(1)  # different global RNG states: every draw must come from the step's generator
-    first = first_task.run_step(batch, 0, torch.Generator().manual_seed(9))
+    first = run_step(first_task, batch, torch.Generator().manual_seed(9))
     torch.manual_seed(2)
-    second = second_task.run_step(batch, 0, torch.Generator().manual_seed(9))
+    second = run_step(second_task, batch, torch.Generator().manual_seed(9))
     assert first == pytest.approx(second, rel=1e-5)
+
+
+def test_task_losses_follow_the_config():
+    task = make_task(tiny_config(contrast=0.0, equivariance=2.0, temperature=0.2, background_weight=0.1))
+    assert task.weights == {"equivariance": 2.0, "invariance": 1.0, "decomposition": 1.0}
+    assert task.terms == ("equivariance", "invariance", "decomposition", "loss")
+    assert task.contrast.temperature == 0.2 and task.decomposition.background_weight == 0.1
 
 
 def test_contrast_needs_two_subvolumes():

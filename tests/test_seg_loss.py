@@ -7,15 +7,10 @@ import math
 import pytest
 import torch
 
+from p2gmed.data.layouts import classes_to_labels, labels_to_classes, num_classes, region_masks
 from p2gmed.errors import InputError
-from p2gmed.losses.segmentation import (
-    DiceWeightedCELoss,
-    classes_to_labels,
-    labels_to_classes,
-    num_classes,
-    region_masks,
-    weighted_cross_entropy,
-)
+from p2gmed.losses.objective import weighted_total
+from p2gmed.losses.segmentation import mmformer_dice, weighted_cross_entropy
 
 
 def _two_voxels():
@@ -55,19 +50,25 @@ def test_dice_hand_worked_and_total():
     # class 1: intersection 0.75 (voxel a), sum p1 = 1.25, sum y1 = 1 -> 1.5 / 2.25
     dice = 1 - (1 / 1.75 + 1.5 / 2.25) / 2
     ce = (-0.5 * math.log(0.75) - 0.5 * math.log(0.5)) / 2
-    terms = DiceWeightedCELoss(dice_weight=2.0, ce_weight=0.5)(logits, target)
+    terms = {"dice": mmformer_dice()(logits, target), "ce": weighted_cross_entropy(logits, target)}
     assert terms["dice"].item() == pytest.approx(dice, rel=1e-5)
     assert terms["ce"].item() == pytest.approx(ce, rel=1e-6)
-    assert terms["total"].item() == pytest.approx(2.0 * dice + 0.5 * ce, rel=1e-5)
+    assert weighted_total(terms, {"dice": 2.0, "ce": 0.5}).item() == pytest.approx(
+        2.0 * dice + 0.5 * ce, rel=1e-5
+    )
 
 
 def test_loss_falls_for_a_better_prediction_and_has_gradients():
     target = torch.randint(0, 4, (2, 1, 4, 4, 4))
     good = torch.nn.functional.one_hot(target[:, 0], 4).movedim(-1, 1).float() * 6.0
     bad = torch.zeros_like(good, requires_grad=True)
-    loss = DiceWeightedCELoss()
-    assert loss(good, target)["total"] < loss(bad, target)["total"]
-    loss(bad, target)["total"].backward()
+    dice = mmformer_dice()
+
+    def loss(logits, target):
+        return dice(logits, target) + weighted_cross_entropy(logits, target)
+
+    assert loss(good, target) < loss(bad, target)
+    loss(bad, target).backward()
     assert bad.grad is not None and bad.grad.abs().sum() > 0
 
 

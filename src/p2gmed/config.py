@@ -9,6 +9,7 @@ The resolved configuration is written to every run folder as `config.yaml`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,9 @@ from typing import Any, Literal
 import yaml
 
 from p2gmed.errors import InputError
+from p2gmed.modalities import canonical
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -110,9 +114,10 @@ class LossConfig:
 @dataclass
 class TrainConfig:
     max_steps: int = 100000
-    """Optimizer updates; one step = one batch of subjects through all their modalities."""
+    """Steps of the run; one step = one batch of subjects through all their modalities (`--max-steps`)."""
     epochs: int = 0
-    """If > 0, max_steps = epochs x ceil(training subjects / (batch_size x GPUs)), as the paper counts."""
+    """If > 0, the run takes epochs x ceil(training subjects / (batch_size x GPUs)) steps instead of max_steps,
+    as the paper counts."""
     batch_size: int = 1
     """Subjects per step and per GPU."""
     lr: float = 2e-4
@@ -125,7 +130,7 @@ class TrainConfig:
     """per_step: accumulate over the modalities, one update (paper); per_modality: an update after each
     modality without clearing gradients (authors' code)."""
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """Mixed precision: bf16/fp16 autocast on CUDA, bf16 on CPU."""
+    """Mixed precision: bf16 or fp16 autocast (fp16 with a GradScaler), on CUDA and CPU."""
     seed: int = 20
     log_every: int = 1
     checkpoint_every: int = 50
@@ -142,10 +147,6 @@ class TrainConfig:
 @dataclass
 class TuneConfig:
     task: Literal["synthesis", "segmentation"] = "synthesis"
-    subset_sampling: Literal["uniform"] = "uniform"
-    """One non-empty subset of the available modalities is drawn per subject and step."""
-    combine: Literal["mean_fused"] = "mean_fused"
-    """How a subset's modalities are combined at prediction time (see docs/method.md)."""
     train_decode: Literal["subset_mean", "per_modality"] = "subset_mean"
     """P2GNet tuning: decode the mean of the subset's X' once, exactly as prediction does (subset_mean), or decode
     every modality's X' and apply the task loss to each, as Algorithm 2 writes it (per_modality)."""
@@ -184,8 +185,6 @@ class Config:
 
     def validate(self) -> Config:
         """Check cross-field constraints; raise InputError with a sentence naming the field."""
-        from p2gmed.modalities import canonical
-
         self.data.modalities = tuple(canonical(m) for m in self.data.modalities)
         if len(set(self.data.modalities)) != len(self.data.modalities):
             raise InputError(f"data.modalities has duplicates: {list(self.data.modalities)}")
@@ -266,12 +265,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise InputError(f"{key}: unsupported type {tp}")
 
 
+#: settings that never had an effect and were deleted; checkpoints and presets that still hold them load
+RETIRED_KEYS = ("tune.subset_sampling", "tune.combine")
+
+
 def _from_dict(cls: type, data: dict, prefix: str = "", base: Any = None) -> Any:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     obj = base if base is not None else cls()
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
+        if full in RETIRED_KEYS:
+            log.warning("configuration key '%s' has no effect and is ignored", full)
+            continue
         if key not in names:
             raise InputError(f"unknown configuration key '{full}'; known keys here: {', '.join(sorted(names))}")
         tp = hints[key]
@@ -331,6 +337,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for text in overrides:
         data = _merge(data, parse_override(text))
     return config_from_dict(data)
+
+
+def replace_fields(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """A new `Config` with typed fields replaced, e.g. `replace_fields(cfg, train={"device": "cpu"})`; `cfg`
+    itself is left as it is. This is how command-line flags become settings."""
+    for name, fields in sections.items():
+        known = {f.name for f in dataclasses.fields(getattr(cfg, name))}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"{name} has no fields {unknown}")
+    return dataclasses.replace(
+        cfg, **{name: dataclasses.replace(getattr(cfg, name), **fields) for name, fields in sections.items()}
+    )
 
 
 def config_from_dict(data: dict) -> Config:

@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
+import torch
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
@@ -38,8 +41,6 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def save_torch(obj: Any, path: str | Path) -> None:
-    import torch
-
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -47,8 +48,6 @@ def save_torch(obj: Any, path: str | Path) -> None:
 def save_nifti(img: Any, path: str | Path) -> Path:
     """Save a nibabel image atomically. `.nii.gz` files are reproducible: the same image gives the same bytes
     (gzip header without time stamp or temp name)."""
-    import nibabel as nib
-
     path = Path(path)
     with atomic_path(path) as tmp:
         if path.name.endswith(".gz"):

@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
-from p2gmed.cli.run_args import add_config_arguments, check_max_steps, run_on_every_rank
+from p2gmed.cli.run_args import add_config_arguments, run_config, run_on_every_rank
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_overrides(args: argparse.Namespace) -> list[str]:
-    """The command-line choices as `--set` overrides (they win over the preset and over `--set`)."""
+def tune_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The command-line choices as `tune.*` settings (they win over the preset and over `--set`)."""
     from p2gmed.errors import InputError
 
     if args.encoder_only and args.init is None:
@@ -83,31 +84,22 @@ def resolve_overrides(args: argparse.Namespace) -> list[str]:
         init = "encoder" if args.encoder_only else "full"
     else:
         init = "scratch"
-    overrides = [*args.overrides, f"tune.task={args.task}", f"tune.init={init}"]
+    fields: dict[str, Any] = {"task": args.task, "init": init}
     architecture = args.architecture or ("swinunetr" if init in ("encoder", "swinvit") else None)
     if architecture:
-        overrides.append(f"tune.architecture={architecture}")
+        fields["architecture"] = architecture
     if args.allow_mismatch:
-        overrides.append("tune.allow_mismatch=true")
-    if args.device:
-        overrides.append(f"train.device={args.device}")
-    return overrides
+        fields["allow_mismatch"] = True
+    return fields
 
 
 def run(args: argparse.Namespace) -> int:
-    from p2gmed.config import load_config
-    from p2gmed.train.finetune import run_finetune
+    from p2gmed.train.run import run_training
 
-    check_max_steps(args.max_steps)
-    cfg = load_config(args.config, resolve_overrides(args))
+    cfg = run_config(args, tune=tune_fields(args))
     last, main_process = run_on_every_rank(
-        lambda: run_finetune(
-            args.data,
-            args.out,
-            cfg,
-            init=args.init,
-            init_swinvit=args.init_swinvit,
-            max_steps=args.max_steps,
+        lambda: run_training(
+            cfg.tune.task, args.data, args.out, cfg, init=args.init, init_swinvit=args.init_swinvit,
             resume=args.resume,
         )
     )

@@ -72,9 +72,9 @@ def parse_inputs(items: list[str]) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from p2gmed.device import resolve_device
     from p2gmed.inference.models import load_models
     from p2gmed.inference.predict import PredictOptions, predict_case, predict_folder
-    from p2gmed.inference.sliding import resolve_device
 
     inputs = parse_inputs(args.input) if args.input else None
     if args.case and not inputs:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from p2gmed.cli.run_args import add_run_arguments, check_max_steps, run_on_every_rank
+from p2gmed.cli.run_args import add_run_arguments, run_config, run_on_every_rank
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p2gmed.config import load_config
-    from p2gmed.train.pretrain import run_pretrain
+    from p2gmed.train.run import run_training
 
-    overrides = list(args.overrides)
-    if args.device:
-        overrides.append(f"train.device={args.device}")
-    cfg = load_config(args.config, overrides)
-    check_max_steps(args.max_steps)
+    cfg = run_config(args)
     last, main_process = run_on_every_rank(
-        lambda: run_pretrain(args.data, args.out, cfg, max_steps=args.max_steps, resume=args.resume)
+        lambda: run_training("pretrain", args.data, args.out, cfg, resume=args.resume)
     )
     if main_process:
         log.info("pre-training done: %s", last)

@@ -7,8 +7,6 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from p2gmed.report.reproduce import TABLES
-
     p = subparsers.add_parser(
         "reproduce",
         help="one paper table (table1 ... table10) end to end",
@@ -20,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "segmentation with baselines, 6 NAC-PET synthesis, 7 segmentation ablation."
         ),
     )
-    p.add_argument("table", metavar="TABLE", help=f"one of {', '.join(TABLES)}")
+    # the names are checked by report.reproduce (TABLES); importing it here would load torch for `p2g --help`
+    p.add_argument("table", metavar="TABLE", help="table1 ... table10")
     p.add_argument("--data", required=True, type=Path, help="data set the table is trained on (any layout)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--scale", choices=("tiny", "paper"), default="tiny",

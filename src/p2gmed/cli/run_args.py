@@ -6,9 +6,15 @@ import argparse
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from p2gmed.config import Config
 
 
-def add_run_arguments(p: argparse.ArgumentParser, *, data_help: str = "data set folder (any supported layout)") -> None:
+def add_run_arguments(
+    p: argparse.ArgumentParser, *, data_help: str = "data set folder (any supported layout)"
+) -> None:
     """--data, --out, --config, --max-steps, --resume, --set, --device."""
     p.add_argument("--data", required=True, type=Path, metavar="DIR", help=data_help)
     p.add_argument(
@@ -46,11 +52,26 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def check_max_steps(max_steps: int | None) -> None:
+def run_config(args: argparse.Namespace, **sections: dict[str, Any]) -> Config:
+    """The preset and its `--set` overrides, then the command's flags as typed fields (the flags win).
+
+    `--device` sets train.device; `--max-steps N` sets train.max_steps = N and train.epochs = 0 (it replaces
+    an epoch count); `sections` are the command's own fields, e.g. `tune={"task": "segmentation"}`.
+
+    Raises:
+        InputError: a bad preset or override, or --max-steps below 1.
+    """
+    from p2gmed.config import load_config, replace_fields
     from p2gmed.errors import InputError
 
-    if max_steps is not None and max_steps < 1:
-        raise InputError(f"--max-steps must be at least 1, got {max_steps}")
+    train: dict[str, Any] = {}
+    if args.device:
+        train["device"] = args.device
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise InputError(f"--max-steps must be at least 1, got {args.max_steps}")
+        train.update(max_steps=args.max_steps, epochs=0)
+    return replace_fields(load_config(args.config, args.overrides), train=train, **sections)
 
 
 def run_on_every_rank(train: Callable[[], Path]) -> tuple[Path, bool]:

@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from p2gmed.data import layouts
@@ -49,8 +50,6 @@ def read_geometry(path: Path):
     Raises:
         DataError: naming the file when it is not a readable NIfTI file or not a 3-D volume.
     """
-    import nibabel as nib
-
     try:
         img = nib.load(str(path))
     except FileNotFoundError:

@@ -1,5 +1,5 @@
-"""File naming of every supported dataset layout: the single source both the writers (built-in data) and
-the readers use. See ../shared/interfaces.md for the contract.
+"""File naming and label values of every supported dataset layout: the single source both the writers
+(built-in data) and the readers use, and the conversion of label values to the classes a network predicts.
 
 | layout    | files                                                                        | labels        |
 |-----------|------------------------------------------------------------------------------|---------------|
@@ -13,6 +13,10 @@ the readers use. See ../shared/interfaces.md for the contract.
 """
 
 from __future__ import annotations
+
+import torch
+
+from p2gmed.errors import InputError
 
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 
@@ -51,3 +55,55 @@ def brats_file(case: str, layout: str, modality_or_seg: str) -> str:
 
 def nnunet_file(case: str, channel: int) -> str:
     return f"{case}_{channel:04d}.nii.gz"
+
+
+# --------------------------------------------------------------------------------------------------
+# label values <-> class indices and evaluation regions (BraTS 2018/21 ET 4 is class 3; BraTS 2023 labels are
+# already classes 0..3; AutoPET (0, 1) is two classes)
+
+
+def num_classes(convention: str) -> int:
+    """Number of classes (background included) of a label convention: 4 for BraTS, 2 for AutoPET."""
+    if convention not in LABEL_VALUES:
+        raise InputError(f"unknown label convention '{convention}'; known: {', '.join(LABEL_VALUES)}")
+    return len(LABEL_VALUES[convention])
+
+
+def labels_to_classes(label: torch.Tensor, convention: str) -> torch.Tensor:
+    """Map label values to class indices 0..K-1 (the i-th legal label value becomes class i).
+
+    Args:
+        label: integer tensor of label values, any shape (e.g. (B, 1, D, H, W)).
+        convention: "brats2023", "brats2018" or "autopet".
+
+    Returns:
+        int64 tensor of the same shape with values in 0..K-1.
+
+    Raises:
+        InputError: an unknown convention, or a voxel holding a value the convention does not allow.
+    """
+    num_classes(convention)  # an unknown convention is an InputError
+    values = torch.tensor(LABEL_VALUES[convention], dtype=torch.int64, device=label.device)
+    label = label.long()
+    classes = torch.searchsorted(values, label.contiguous())
+    ok = (classes < values.numel()) & (values[classes.clamp(max=values.numel() - 1)] == label)
+    if not bool(ok.all()):
+        bad = sorted(set(label[~ok].unique().tolist()))
+        raise InputError(
+            f"label values {bad} are not legal for the {convention} convention {LABEL_VALUES[convention]}"
+        )
+    return classes
+
+
+def classes_to_labels(classes: torch.Tensor, convention: str) -> torch.Tensor:
+    """Inverse of `labels_to_classes`: class indices (any shape) -> label values of the convention."""
+    values = torch.tensor(LABEL_VALUES[convention], dtype=torch.int64, device=classes.device)
+    return values[classes.long()]
+
+
+def region_masks(label: torch.Tensor, convention: str) -> dict[str, torch.Tensor]:
+    """Evaluation regions (BraTS WT/TC/ET, AutoPET lesion) of a label-value tensor as boolean masks."""
+    return {
+        name: torch.isin(label, torch.tensor(values, device=label.device))
+        for name, values in REGIONS[convention].items()
+    }

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from p2gmed.errors import InputError
 from p2gmed.modalities import KIND
@@ -82,8 +83,6 @@ def _float(x: Any) -> Any:
 
 def _where(cond: Any, a: Any, b: Any) -> Any:
     if _is_torch(cond):
-        import torch
-
         return torch.where(
             cond, a, torch.as_tensor(b, dtype=a.dtype, device=a.device) if not _is_torch(b) else b
         )

@@ -70,9 +70,9 @@ def _split_from_file(subjects: Sequence[Subject], path: Path) -> tuple[list[Subj
     return [by_id[i] for i in train_ids], [by_id[i] for i in val_ids]
 
 
-def steps_per_epoch(n_train: int, cfg: Any, world: int = 1) -> int:
+def steps_per_epoch(n_train: int, batch_size: int, world: int = 1) -> int:
     """Optimizer steps for every training subject to be seen once: ceil(n / (batch_size x world))."""
-    return max(1, math.ceil(n_train / (cfg.train.batch_size * world)))
+    return max(1, math.ceil(n_train / (batch_size * world)))
 
 
 def crop_start(
@@ -111,7 +111,7 @@ class TrainBatches:
                 labelled.count(False),
                 len(labelled),
             )
-        self.steps_per_epoch = steps_per_epoch(len(loaded), cfg, world)
+        self.steps_per_epoch = steps_per_epoch(len(loaded), cfg.train.batch_size, world)
 
     def subject_indices(self, step: int) -> list[int]:
         """Indices into `loaded` of this rank's subjects at `step` (batch_size of them)."""

@@ -16,6 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.data import CacheDataset, MetaTensor, PersistentDataset
+from monai.transforms import Compose, CropForegroundd, LoadImage, Orientationd, Spacingd, Transform
+from scipy.ndimage import binary_fill_holes
+from tqdm import tqdm
 
 from p2gmed.data.check import geometry_mismatch, label_value_problem, read_geometry
 from p2gmed.data.normalization import NormStats, normalize
@@ -97,8 +101,6 @@ def _check_geometry(files: dict[str, Any]) -> None:
 
 def _load_arrays(files: dict[str, Any], data_cfg: Any) -> dict[str, Any]:
     """MONAI: load each file as a (1, D, H, W) MetaTensor, reorient to RAS, resample if `data.spacing`."""
-    from monai.transforms import Compose, LoadImage, Orientationd, Spacingd
-
     loader = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=True, dtype=np.float32)
     arrays = {}
     for key, path in files.items():
@@ -127,8 +129,6 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
 def _fill_slicewise(mask: np.ndarray) -> np.ndarray:
     """Fill enclosed holes in every 2-D slice along each axis: lungs that touch the top or bottom of a cropped
     field of view are not enclosed in 3-D, but they are in every axial slice (whichever axis is axial)."""
-    from scipy.ndimage import binary_fill_holes
-
     filled = mask.copy()
     for axis in range(3):
         structure = np.zeros((3, 3, 3), dtype=bool)
@@ -174,9 +174,6 @@ def load_subject(subject: Subject, data_cfg: Any, *, with_label: bool = True) ->
         DataError: naming the file(s): unreadable, NaN/Inf, shape/affine mismatch, label values outside the
             layout's convention, or none of the model's modalities present.
     """
-    from monai.data import MetaTensor
-    from monai.transforms import CropForegroundd
-
     modalities = tuple(data_cfg.modalities)
     files = {m: subject.images[m] for m in modalities if m in subject.images}
     if not files:
@@ -278,8 +275,8 @@ def _fingerprint(subject: Subject, data_cfg: Any, with_label: bool) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class _LoadSubjectd:
-    """MONAI-style dict transform: {"subject", "key"} -> `LoadedSubject.to_dict()`."""
+class _LoadSubjectd(Transform):
+    """MONAI dict transform, cached by CacheDataset: {"subject", "key"} -> `LoadedSubject.to_dict()`."""
 
     def __init__(self, data_cfg: Any, with_label: bool):
         self.data_cfg, self.with_label = data_cfg, with_label
@@ -322,13 +319,7 @@ def load_subjects(
     Raises:
         DataError: the first bad subject's problem, naming its file.
     """
-    from monai.data import CacheDataset, PersistentDataset
-    from monai.transforms import Compose, Transform
-
-    class LoadSubjectd(_LoadSubjectd, Transform):  # a Transform, so CacheDataset caches its output
-        pass
-
-    transform = Compose([LoadSubjectd(data_cfg, with_label)])
+    transform = Compose([_LoadSubjectd(data_cfg, with_label)])
     items = [{"subject": s, "key": _fingerprint(s, data_cfg, with_label)} for s in subjects]
     try:
         if data_cfg.cache_dir:
@@ -352,7 +343,5 @@ def load_subjects(
 
 def _precompute(dataset: Any, progress: bool) -> None:
     """Fill the on-disk cache once, so later steps only read it."""
-    from tqdm import tqdm
-
     for i in tqdm(range(len(dataset)), desc="Caching subjects", disable=not progress):
         dataset._cachecheck(dataset.data[i])

@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from p2gmed.data import layouts
@@ -49,8 +50,6 @@ def to_nifti(array: np.ndarray, affine: np.ndarray, *, label: bool = False):
         array: (D, H, W); stored as float32, or uint8 when `label`.
         affine: (4, 4) voxel -> RAS mm.
     """
-    import nibabel as nib
-
     data = np.asarray(array, dtype=np.uint8 if label else np.float32)
     img = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
     img.set_data_dtype(np.uint8 if label else np.float32)

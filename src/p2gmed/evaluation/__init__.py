@@ -1,7 +1,7 @@
 """Evaluation as the community computes it: synthesis (PSNR, NMSE, SSIM), BraTS (legacy Dice, ET post-processing,
 HD95, the 15-subset protocol) and AutoPET (Dice, FPV, FNV, case-level rates), with paper-style tables.
 
-Only NIfTI files are needed, no model. See /work/shared/reference/evaluation-conventions.md for the conventions.
+Only NIfTI files are needed, no model. Each module's docstring states the conventions it follows.
 """
 
 from p2gmed.evaluation.autopet import autopet_metrics, autopet_summary, evaluate_autopet

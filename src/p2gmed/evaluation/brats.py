@@ -1,7 +1,7 @@
 """BraTS region metrics with the legacy challenge conventions, and the 15-subset missing-modality protocol.
 
 Regions (p2gmed.data.layouts.REGIONS): WT = {1, 2, ET}, TC = {1, ET}, ET = {ET} with ET = 3 (BraTS 2023) or
-4 (BraTS 2018-2021). Conventions (/work/shared/reference/evaluation-conventions.md §2.3, §3.4):
+4 (BraTS 2018-2021). Conventions (docs/method.md section 9):
 
 - Dice: 2|A n B| / (|A| + |B|); both empty -> 1, exactly one empty -> 0 (legacy BraTS, RFNet/mmFormer,
   MONAI ``DiceMetric(ignore_empty=False)``).

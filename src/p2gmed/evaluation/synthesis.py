@@ -1,7 +1,6 @@
 """Image-synthesis metrics (PSNR, NMSE, 3D SSIM) of one predicted volume against its reference.
 
-Two conventions, because published numbers are not comparable across them
-(/work/shared/reference/evaluation-conventions.md §4):
+Two conventions, because published numbers are not comparable across them:
 
 ``paper``
     What the authors' released test script (``test_test.py``) computes: the reference is z-scored over the

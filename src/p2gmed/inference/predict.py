@@ -178,7 +178,7 @@ def _segment(model: LoadedModel, logits: np.ndarray, grid: WorkingGrid) -> np.nd
 
     Class probabilities (not labels) are resampled, as nnU-Net does, then the argmax is taken on the native grid.
     """
-    from p2gmed.losses.segmentation import classes_to_labels
+    from p2gmed.data.layouts import classes_to_labels
 
     if grid.resampled:
         probs = torch.softmax(torch.from_numpy(logits), dim=0).numpy()

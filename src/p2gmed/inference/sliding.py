@@ -25,23 +25,6 @@ AUTO_STITCH_FRACTION = 0.25
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" -> CUDA if available else CPU; otherwise the named device, checked to exist.
-
-    Raises:
-        InputError: an unknown device string or CUDA requested on a machine without it.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"--device '{name}' is not a device name (use cpu, cuda, cuda:N or auto)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name} asks for CUDA, but no CUDA device is available here")
-    return device
-
-
 def stitch_device(stitch: str, device: torch.device, out_channels: int, spatial: Sequence[int]) -> torch.device:
     """Where the stitched output is accumulated.
 

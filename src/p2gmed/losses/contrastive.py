@@ -8,7 +8,7 @@ positive (the other view of its sub-volume) and 2N - 2 negatives; the loss is th
     -log( exp(sim(a, a+)/t) / sum_{b != a} exp(sim(a, b)/t) ),
 
 exactly Tang's `Contrast` (the denominator holds the positive and all negatives, never the anchor itself).
-Both views receive gradients (no stop-gradient, unlike the authors' release: official-code-facts.md §4).
+Both views receive gradients (no stop-gradient, unlike the authors' release: docs/method.md section 6).
 """
 
 from __future__ import annotations
@@ -17,14 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def _gather(t: Tensor) -> Tensor:
-    """All-gather over ranks with gradients (identity in one process or without the distributed helpers)."""
-    try:
-        from p2gmed.train.distributed import all_gather_with_grad
-    except ImportError:  # pragma: no cover - the helper module is part of the package
-        return t
-    return all_gather_with_grad(t)
+from p2gmed.train.distributed import all_gather_with_grad
 
 
 class ContrastiveLoss(nn.Module):
@@ -54,7 +47,7 @@ class ContrastiveLoss(nn.Module):
             shapes = f"{tuple(view_a.shape)} and {tuple(view_b.shape)}"
             raise ValueError(f"expected two (N, P) tensors, got {shapes}")
         if self.gather:
-            view_a, view_b = _gather(view_a), _gather(view_b)
+            view_a, view_b = all_gather_with_grad(view_a), all_gather_with_grad(view_b)
         n = view_a.shape[0]
         if n < 2:
             raise ValueError(

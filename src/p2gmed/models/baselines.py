@@ -16,32 +16,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from monai.networks.nets import UNETR, SwinUNETR
 from torch import nn
 
 from p2gmed.config import Config
+from p2gmed.errors import InputError
+from p2gmed.models.network import build_model, swinunetr_kwargs
 
 ARCHITECTURES = ("p2g", "swinunetr", "unetr")
 
 #: UNETR keeps MONAI's standard ViT-B size (the published UNETR baseline); only channels and image size vary
 UNETR_DEFAULTS = {"feature_size": 16, "hidden_size": 768, "mlp_dim": 3072, "num_heads": 12}
-
-
-def swinunetr_kwargs(cfg: Config, out_channels: int) -> dict[str, Any]:
-    """Constructor arguments of `monai.networks.nets.SwinUNETR` for this configuration.
-
-    The same arguments build P2GNet's backbone, the SwinUNETR baseline and the exported model, so the weights
-    of any of them load with `strict=True` into the others (up to the `out` layer when `out_channels` differ).
-    """
-    return {
-        "in_channels": len(cfg.data.modalities),
-        "out_channels": int(out_channels),
-        "feature_size": cfg.model.feature_size,
-        "depths": list(cfg.model.depths),
-        "num_heads": list(cfg.model.num_heads),
-        "window_size": cfg.model.window_size,
-        "dropout_path_rate": cfg.model.drop_path_rate,
-        "use_checkpoint": cfg.model.activation_checkpointing,
-    }
 
 
 def unetr_kwargs(cfg: Config, out_channels: int) -> dict[str, Any]:
@@ -95,8 +80,6 @@ def mask_missing(image: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
 
 def build_baseline(cfg: Config, architecture: str, out_channels: int) -> MonaiBaseline:
     """Stock MONAI SwinUNETR or UNETR for `cfg.data.modalities` inputs and `out_channels` outputs."""
-    from monai.networks.nets import UNETR, SwinUNETR
-
     if architecture == "swinunetr":
         return MonaiBaseline(SwinUNETR(**swinunetr_kwargs(cfg, out_channels)), architecture)
     if architecture == "unetr":
@@ -106,11 +89,7 @@ def build_baseline(cfg: Config, architecture: str, out_channels: int) -> MonaiBa
 
 def build_architecture(cfg: Config, architecture: str, out_channels: int) -> nn.Module:
     """Any model p2gmed trains: "p2g" (P2GNet, models/network.py) or a stock MONAI baseline."""
-    from p2gmed.errors import InputError
-
     if architecture == "p2g":
-        from p2gmed.models.network import build_model
-
         return build_model(cfg, out_channels)
     if architecture in ("swinunetr", "unetr"):
         return build_baseline(cfg, architecture, out_channels)

@@ -13,6 +13,7 @@ stock MONAI (the prior, fusion and heads live beside it, not inside).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from monai.networks.nets import SwinUNETR
@@ -170,6 +171,24 @@ class P2GNet(nn.Module):
         return self.decode(fused_sum / n, [s / n for s in skip_sums])
 
 
+def swinunetr_kwargs(cfg: Config, out_channels: int) -> dict[str, Any]:
+    """Constructor arguments of `monai.networks.nets.SwinUNETR` for this configuration.
+
+    The same arguments build P2GNet's backbone, the SwinUNETR baseline and the exported model, so the weights
+    of any of them load with `strict=True` into the others (up to the `out` layer when `out_channels` differ).
+    """
+    return {
+        "in_channels": len(cfg.data.modalities),
+        "out_channels": int(out_channels),
+        "feature_size": cfg.model.feature_size,
+        "depths": list(cfg.model.depths),
+        "num_heads": list(cfg.model.num_heads),
+        "window_size": cfg.model.window_size,
+        "dropout_path_rate": cfg.model.drop_path_rate,
+        "use_checkpoint": cfg.model.activation_checkpointing,
+    }
+
+
 def build_model(cfg: Config, out_channels: int) -> P2GNet:
     """The P2GNet described by `cfg.model` for `cfg.data.modalities` inputs and `out_channels` outputs.
 
@@ -185,22 +204,11 @@ def build_model(cfg: Config, out_channels: int) -> P2GNet:
             f"data.roi_size {tuple(cfg.data.roi_size)} gives a 1-voxel bottleneck; SwinUNETR's instance norm "
             "needs more: make at least one axis 64 or larger"
         )
-    m = cfg.model
-    backbone = SwinUNETR(
-        in_channels=len(cfg.data.modalities),
-        out_channels=out_channels,
-        feature_size=m.feature_size,
-        depths=m.depths,
-        num_heads=m.num_heads,
-        window_size=m.window_size,
-        dropout_path_rate=m.drop_path_rate,
-        use_checkpoint=m.activation_checkpointing,
-    )
     channels = cfg.bottleneck_channels
     return P2GNet(
-        backbone,
+        SwinUNETR(**swinunetr_kwargs(cfg, out_channels)),
         prior_from_config(cfg),
         RotationHead(channels),
-        ProjectionHead(channels, m.projection_dim),
-        head_placement=m.head_placement,
+        ProjectionHead(channels, cfg.model.projection_dim),
+        head_placement=cfg.model.head_placement,
     )

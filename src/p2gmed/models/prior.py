@@ -4,7 +4,7 @@ Paper, Sec. 3.1 [0]: "the representation z_h^i retrieves its missing knowledge f
 z_h^i' := attn(query: z_h^i, key: O, value: O). The original representation and the retrieved knowledge are
 then fused through convolution: X_h^i' := conv(z_h^i, z_h^i')" (Eq. 3 context: X' = conv(z ⊕ z')).
 
-Token convention (as the authors' release, official-code-facts.md §3): CHANNELS ARE TOKENS. Each of the
+Token convention (as the authors' release, docs/method.md section 6): CHANNELS ARE TOKENS. Each of the
 C = 16F bottleneck channels is one token whose embedding is its flattened d*h*w voxels; O has exactly the
 bottleneck's shape (1, C, d, h, w). The attention has no residual, norm or positional embedding, as the
 release.

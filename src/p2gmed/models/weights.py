@@ -27,15 +27,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from monai.networks.nets import SwinUNETR
 from torch import nn
 
+from p2gmed.config import config_from_dict
 from p2gmed.errors import InputError
+from p2gmed.io import save_torch, write_text
+from p2gmed.models.baselines import ARCHITECTURES, build_architecture
+from p2gmed.models.network import swinunetr_kwargs
+from p2gmed.train.checkpoint import check_monai_version, load_checkpoint
 
 log = logging.getLogger(__name__)
 
-#: submodules of MONAI SwinUNETR that form the encoder E: the Swin transformer, exactly what `P2GNet.encode`
-#: runs and what Tang et al. 2022 release (SwinUNETR's conv blocks `encoder1..4/10` belong to the decoder D
-#: here)
+#: submodules of MONAI SwinUNETR that form the encoder E: the Swin transformer, what `P2GNet.encode` runs and
+#: Tang et al. 2022 release (SwinUNETR's conv blocks `encoder1..4/10` belong to the decoder D here)
 ENCODER_PARTS = ("swinViT.",)
 #: the output layer, re-initialised when the number of output channels changes
 OUT_LAYER = "backbone.out."
@@ -197,8 +202,6 @@ def init_from_checkpoint(
     Raises:
         InputError: not a p2gmed checkpoint, other modalities, or keys that do not match.
     """
-    from p2gmed.train.checkpoint import check_monai_version, load_checkpoint
-
     ckpt = load_checkpoint(path)
     check_monai_version(ckpt, path=path, allow=allow_mismatch)
     report = LoadReport(str(path))
@@ -336,10 +339,6 @@ def model_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") 
         InputError: the file is not a p2gmed checkpoint, names an unknown architecture, or its weights do not
             load strictly.
     """
-    from p2gmed.config import config_from_dict
-    from p2gmed.models.baselines import ARCHITECTURES, build_architecture
-    from p2gmed.train.checkpoint import check_monai_version, load_checkpoint
-
     ckpt = load_checkpoint(path)
     check_monai_version(ckpt, path=path)
     architecture = ckpt.get("architecture", "p2g")
@@ -376,12 +375,6 @@ def export_monai_swinunetr(model_path: str | Path, out_path: str | Path) -> dict
     Returns:
         the `monai_kwargs`.
     """
-    from monai.networks.nets import SwinUNETR
-
-    from p2gmed.config import config_from_dict
-    from p2gmed.io import save_torch, write_text
-    from p2gmed.models.baselines import swinunetr_kwargs
-
     model, ckpt = model_from_checkpoint(model_path)
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, SwinUNETR):
@@ -392,9 +385,7 @@ def export_monai_swinunetr(model_path: str | Path, out_path: str | Path) -> dict
     cfg = config_from_dict(ckpt["config"])
     kwargs = swinunetr_kwargs(cfg, backbone.out.conv.conv.out_channels)
     state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
-    SwinUNETR(**kwargs).load_state_dict(
-        state, strict=True
-    )  # the promise of this file, checked before writing
+    SwinUNETR(**kwargs).load_state_dict(state, strict=True)  # the promise of this file, checked before writing
     meta = {
         "source": str(model_path),
         "task": ckpt.get("task"),
@@ -404,7 +395,6 @@ def export_monai_swinunetr(model_path: str | Path, out_path: str | Path) -> dict
         "versions": ckpt.get("versions"),
     }
     save_torch({"state_dict": state, "monai_kwargs": kwargs, "p2gmed": meta}, out_path)
-    write_text(
-        Path(str(out_path) + ".json"), json.dumps({"monai_kwargs": kwargs, "p2gmed": meta}, indent=2) + "\n"
-    )
+    sidecar = json.dumps({"monai_kwargs": kwargs, "p2gmed": meta}, indent=2) + "\n"
+    write_text(Path(str(out_path) + ".json"), sidecar)
     return kwargs

@@ -16,9 +16,11 @@ import random
 from pathlib import Path
 from typing import Any
 
+import monai
 import numpy as np
 import torch
 
+from p2gmed import __version__
 from p2gmed.errors import InputError
 from p2gmed.io import save_torch
 
@@ -44,10 +46,6 @@ MONAI_FEATURE_BREAK = (1, 5)
 
 def versions() -> dict[str, str]:
     """Versions recorded in every checkpoint: {p2gmed, monai, torch}."""
-    import monai
-
-    from p2gmed import __version__
-
     return {"p2gmed": str(__version__), "monai": str(monai.__version__), "torch": str(torch.__version__)}
 
 
@@ -228,8 +226,6 @@ def check_monai_version(
     Raises:
         InputError: the checkpoint's MONAI version and the installed one lie on different sides of 1.5.
     """
-    import monai
-
     saved = (ckpt.get("versions") or {}).get("monai")
     if saved is None:
         logger.warning("%s does not record its MONAI version; SwinUNETR features may differ", path)

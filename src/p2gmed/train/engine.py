@@ -1,40 +1,47 @@
 """The task-agnostic training loop: optimizer, schedule, precision, multi-GPU, logs, checkpoints and resume.
 
-A *task* (pre-training, synthesis, segmentation) only knows how to run the forward and backward passes of one
-step (`Task.run_step`); the `Trainer` owns everything around it:
+A *task* (pre-training, synthesis, segmentation) only computes losses: `Task.run_step` yields one dict of loss
+tensors per modality (or one for the whole step). The `Trainer` owns everything around it, and one step reads
+top to bottom in `Trainer.train_step`:
 
-- AdamW with a constant or linear-warmup + cosine schedule, optional gradient-norm clipping;
-- mixed precision (bf16/fp16 autocast on CUDA, fp16 with a GradScaler; bf16 on CPU);
-- multi-process training under torchrun: parameters are broadcast from rank 0 at start and gradients are
-  averaged over ranks before every optimizer update. (No `DistributedDataParallel` wrapper: the tasks call
-  the model's `encode` / `fuse` / `decode` / `heads` methods, which DDP's forward hooks would not see.)
-- `RUN/config.yaml`, `RUN/metrics.jsonl`, TensorBoard scalars in `RUN/tb`, a progress bar, and
-  `RUN/checkpoints/{last,best}.pt`, all written by rank 0 only and atomically;
-- validation with best-model selection and early stopping;
-- exact resume: batches and per-step generators are functions of (seed, step, rank), and model, optimizer,
-  scheduler, scaler, RNG states, step and best value come back from `last.pt`. On CPU a resumed run is
-  bit-identical to an uninterrupted one.
+    zero the gradients
+    for each loss dict the task yields (forward under autocast):
+        scaler.scale(loss).backward()              # frees this modality's graph before the next one is built
+        train.update per_modality: update now
+    train.update per_step: update once
+    update = average gradients over ranks, unscale, clip, scaler.step, scaler.update
+
+Around it: AdamW with a constant or linear-warmup + cosine schedule; bf16 / fp16 autocast (fp16 with a
+GradScaler); torchrun (parameters broadcast from rank 0 at start, gradients averaged before every update: no
+`DistributedDataParallel` wrapper, because the tasks call `encode` / `fuse` / `decode`, which DDP's forward
+hooks would not see); `RUN/config.yaml`, `RUN/metrics.jsonl`, TensorBoard scalars in `RUN/tb`, a progress bar
+and `RUN/checkpoints/{last,best}.pt`, written by rank 0 only and atomically; validation with best-model
+selection and early stopping; exact resume (batches and per-step generators are functions of (seed, step,
+rank); model, optimizer, scheduler, scaler, RNG states, step and best value come back from `last.pt`: on CPU
+a resumed run is bit-identical to an uninterrupted one).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm.auto import tqdm
 
 from p2gmed.config import Config, config_to_dict, dump_config
+from p2gmed.device import resolve_device
 from p2gmed.errors import InputError
 from p2gmed.io import write_text
 from p2gmed.train import distributed as dist_utils
 from p2gmed.train.checkpoint import load_checkpoint, restore_rng, save_checkpoint
-from p2gmed.train.runtime import lr_factor, select_device, step_seed, to_device, truncate_metrics
+from p2gmed.train.runtime import append_metrics, lr_factor, step_seed, to_device, truncate_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +49,13 @@ logger = logging.getLogger(__name__)
 class Task(Protocol):
     """What the engine needs from a task (see docs/design.md, "Training")."""
 
+    #: names of the active (non-zero weight) loss terms; a step that computes none of one logs 0.0 for it
+    terms: tuple[str, ...]
+
     def run_step(
-        self,
-        batch: dict[str, Any],
-        step: int,
-        generator: torch.Generator,
-        after_modality: Callable[[], None] | None = None,
-    ) -> dict[str, float]:
-        """Forward and backward passes of one step; returns every unweighted term by name plus "loss"."""
+        self, batch: dict[str, Any], generator: torch.Generator
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Forward passes of one step: yields, per backward pass, every unweighted term and "loss"."""
         ...
 
 
@@ -72,19 +78,30 @@ class Validation:
     mode: str = "min"
 
 
+def mean_terms(records: Iterable[dict[str, float]], names: Iterable[str] = ()) -> dict[str, float]:
+    """Mean of every term over the backward passes that computed it; `names` never computed read 0.0."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for record in records:
+        for key, value in record.items():
+            sums[key] = sums.get(key, 0.0) + value
+            counts[key] = counts.get(key, 0) + 1
+    return {**dict.fromkeys(names, 0.0), **{key: sums[key] / counts[key] for key in sums}}
+
+
 class Trainer:
-    """Runs a task for `max_steps` optimizer updates with logging, checkpoints, validation and resume.
+    """Runs a task for `max_steps` optimizer steps with logging, checkpoints, validation and resume.
 
     Args:
         model: the network (parameters optimised with AdamW); moved to the selected device.
-        task: object with `run_step` (see `Task`); it must hold and use this same `model` object.
+        task: see `Task`; it must hold and use this same `model` object.
         batch_fn: step index (0-based) -> batch dict; must be a pure function of the step (and rank).
-        cfg: resolved configuration (`cfg.train` drives the loop; the whole config goes into checkpoints).
+        cfg: the run's configuration (`cfg.train` drives the loop; the whole config goes into checkpoints).
         run_dir: the run folder RUN.
         task_name: "pretrain" | "synthesis" | "segmentation" (stored in checkpoints).
         out_channels, modalities, labels, architecture: what the model is (stored in checkpoints).
+        max_steps: steps to train to (resolved from train.max_steps / train.epochs by the caller).
         validation: optional periodic validation selecting `best.pt`.
-        max_steps: overrides `cfg.train.max_steps`.
         resume: continue from `RUN/checkpoints/last.pt`.
     """
 
@@ -99,19 +116,17 @@ class Trainer:
         task_name: str,
         out_channels: int,
         modalities: list[str] | tuple[str, ...],
+        max_steps: int,
         labels: str | None = None,
         architecture: str = "p2g",
         validation: Validation | None = None,
-        max_steps: int | None = None,
         resume: bool = False,
     ):
-        self.cfg = cfg
-        self.tcfg = cfg.train
+        if validation is not None and validation.mode not in ("min", "max"):
+            raise ValueError(f"validation mode must be min or max, got {validation.mode!r}")
+        self.cfg, self.tcfg = cfg, cfg.train
         self.run_dir = Path(run_dir)
-        self.task = task
-        self.batch_fn = batch_fn
-        self.validation = validation
-        self.resume = resume
+        self.task, self.batch_fn, self.validation, self.resume = task, batch_fn, validation, resume
         self.meta = dict(
             task=task_name,
             architecture=architecture,
@@ -119,29 +134,13 @@ class Trainer:
             modalities=list(modalities),
             labels=labels,
         )
-        self.max_steps = int(max_steps if max_steps is not None else self.tcfg.max_steps)
+        self.max_steps = int(max_steps)
         self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
-        self.device = select_device(self.tcfg.device)
+        self.device = resolve_device(self.tcfg.device)
         self.model = model.to(self.device)
-        if validation is not None and validation.mode not in ("min", "max"):
-            raise ValueError(f"validation mode must be min or max, got {validation.mode!r}")
-
+        self.per_modality = self.tcfg.update == "per_modality"
         self.precision = self.tcfg.precision
-        if self.precision == "fp16":
-            if self.device.type != "cuda":
-                raise InputError("train.precision fp16 needs a CUDA device; use bf16 or fp32 on CPU")
-            if not hasattr(task, "scaler"):
-                raise InputError(
-                    "train.precision fp16 needs loss scaling, which this task does not support; use bf16"
-                )
-            if self.tcfg.update == "per_modality":
-                raise InputError(
-                    "train.precision fp16 cannot be combined with train.update per_modality; use bf16"
-                )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        if hasattr(task, "scaler"):
-            task.scaler = self.scaler if self.scaler.is_enabled() else None  # type: ignore[attr-defined]
-
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad],
             lr=self.tcfg.lr,
@@ -155,7 +154,6 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.bad_validations = 0
 
-    # ---------------------------------------------------------------------------------------------- paths
     @property
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoints"
@@ -209,78 +207,99 @@ class Trainer:
         self.best = ckpt.get("best")
         self.bad_validations = int(ckpt.get("bad_validations", 0))
 
-    # ---------------------------------------------------------------------------------------------- loop
-    def _autocast(self):
+    # ---------------------------------------------------------------------------------------------- one step
+    def _autocast(self) -> torch.autocast:
         if self.precision == "fp32":
             return torch.autocast(self.device.type, enabled=False)
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def _average_gradients(self) -> None:
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if self.world > 1 and grads:
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            torch.distributed.all_reduce(flat)
-            flat /= self.world
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset : offset + g.numel()].view_as(g))
-                offset += g.numel()
+    def _forward(self, losses: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
+        """The task's loss dicts, each computed under autocast (the backward runs outside it)."""
+        while True:
+            with self._autocast():
+                terms = next(losses, None)
+            if terms is None:
+                return
+            if "loss" not in terms:
+                raise RuntimeError("a task's run_step must yield a 'loss' entry")
+            yield terms
 
-    def _optimizer_step(self) -> None:
-        """Average gradients over ranks, unscale and clip, then one optimizer update."""
-        self._average_gradients()
-        if self.tcfg.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step (or one per modality); returns the task's terms plus lr."""
-        index = self.step
-        lr = self.optimizer.param_groups[0]["lr"]
-        generator = torch.Generator().manual_seed(step_seed(self.tcfg.seed, index, self.rank))
-        batch = to_device(self.batch_fn(index), self.device)
-        self.optimizer.zero_grad(set_to_none=True)
-        per_modality = self.tcfg.update == "per_modality"
-        with self._autocast():
-            terms = self.task.run_step(
-                batch, index, generator, after_modality=self._optimizer_step if per_modality else None
-            )
-        terms = {k: float(v) for k, v in terms.items()}
-        if "loss" not in terms:
-            raise RuntimeError("the task's run_step must return a 'loss' entry")
-        bad = sorted(k for k, v in terms.items() if not math.isfinite(v))
-        if self.world > 1 and not bad and dist_utils.reduce_mean({"bad": 0.0})["bad"] > 0:
-            bad = ["on another rank"]  # every rank must stop together, or the others hang in all_reduce
-        elif self.world > 1 and bad:
-            dist_utils.reduce_mean({"bad": 1.0})
+    def _check_finite(self, pending: list[dict[str, float]], index: int) -> None:
+        """Stop before an update applies non-finite gradients (all ranks together, or others would hang)."""
+        bad = sorted({key for record in pending for key, value in record.items() if not math.isfinite(value)})
+        if self.world > 1 and dist_utils.reduce_mean({"bad": float(bool(bad))})["bad"] > 0 and not bad:
+            bad = ["on another rank"]
         if bad:
             raise NonFiniteLossError(
                 f"the loss became non-finite at step {index + 1} ({', '.join(bad)}); the run stopped and "
                 f"{self.checkpoint_dir / 'last.pt'} keeps the last good state; lower train.lr, set "
                 "train.grad_clip or use train.precision fp32"
             )
-        if not per_modality:
-            self._optimizer_step()
+
+    def _update(self) -> None:
+        """Average gradients over ranks, unscale and clip them, then one optimizer update."""
+        dist_utils.average_gradients(self.model.parameters())
+        self.scaler.unscale_(self.optimizer)  # a no-op without fp16
+        if self.tcfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.per_modality and self.scaler.is_enabled():
+            self._rescale_kept_gradients()
+
+    def _rescale_kept_gradients(self) -> None:
+        """per_modality keeps the gradients for the next modality (the authors' release).
+
+        `scaler.step` left them unscaled, and the next backward adds gradients at the new scale: bring them to
+        it. After a skipped update (overflow) they are dropped instead.
+        """
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        finite = all(bool(torch.isfinite(g).all()) for g in grads)
+        scale = self.scaler.get_scale()
+        for g in grads:
+            if finite:
+                g.mul_(scale)
+            else:
+                g.zero_()
+
+    def train_step(self) -> dict[str, float]:
+        """One step: the task's forward passes, a scaled backward after each, the update(s); returns the mean
+        of every term over the backward passes, plus lr."""
+        index = self.step
+        lr = self.optimizer.param_groups[0]["lr"]
+        generator = torch.Generator().manual_seed(step_seed(self.tcfg.seed, index, self.rank))
+        batch = to_device(self.batch_fn(index), self.device)
+        self.optimizer.zero_grad(set_to_none=True)
+        records: list[dict[str, float]] = []
+        pending: list[dict[str, float]] = []
+        for terms in self._forward(self.task.run_step(batch, generator)):
+            self.scaler.scale(terms["loss"]).backward()
+            pending.append({key: float(value.detach()) for key, value in terms.items()})
+            if self.per_modality:
+                self._check_finite(pending, index)
+                self._update()
+                records += pending
+                pending = []
+        if pending:  # per_step
+            self._check_finite(pending, index)
+            self._update()
+        elif not records:
+            logger.warning("step %d: the task computed no loss (nothing active for this batch)", index + 1)
         self.scheduler.step()
         self.step = index + 1
-        terms["lr"] = lr
-        return terms
+        return {**mean_terms(records + pending, self.task.terms), "lr": lr}
 
+    # ------------------------------------------------------------------------------------------ validation
     def run_validation(self) -> dict[str, float]:
         """Validate (all ranks; results averaged), update best.pt and the early-stopping counter."""
         assert self.validation is not None
         was_training = self.model.training
         self.model.eval()
         # validation must not shift the training RNG streams (resume exactness)
-        with (
-            torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []),
-            torch.no_grad(),
-        ):
-            with self._autocast():
-                metrics = {k: float(v) for k, v in self.validation.fn(self.model).items()}
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), torch.no_grad(), self._autocast():
+            metrics = {k: float(v) for k, v in self.validation.fn(self.model).items()}
         self.model.train(was_training)
         metrics = dist_utils.reduce_mean(metrics)
         name, mode = self.validation.metric, self.validation.mode
@@ -298,20 +317,7 @@ class Trainer:
             self.bad_validations += 1
         return {f"val_{k}": v for k, v in metrics.items()}
 
-    def _log(self, record: dict[str, float], writer: Any) -> None:
-        if not self.is_main:
-            return
-        with open(self.metrics_path, "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-        if writer is not None:
-            for key, value in record.items():
-                if key == "step":
-                    continue
-                tag = key.replace("val_", "val/", 1) if key.startswith("val_") else f"loss/{key}"
-                if key in ("lr", "seconds"):
-                    tag = f"train/{key}"
-                writer.add_scalar(tag, value, record["step"])
-
+    # ---------------------------------------------------------------------------------------------- the run
     def _prepare_run_dir(self) -> None:
         last = self.checkpoint_dir / "last.pt"
         if self.resume:
@@ -338,37 +344,31 @@ class Trainer:
                 "run %s is already at step %d >= max_steps %d", self.run_dir, self.step, self.max_steps
             )
             return last
-        writer = self._tensorboard()
-        progress = self._progress()
+        writer, progress = None, None
+        if self.is_main:
+            # purge_step drops events a killed run wrote after its last checkpoint
+            writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1 if self.step else None)
+            progress = tqdm(
+                total=self.max_steps, initial=self.step, desc=self.meta["task"], unit="step", leave=False
+            )
         tc = self.tcfg
         self.model.train()
         try:
             while self.step < self.max_steps:
                 start = time.perf_counter()
-                record: dict[str, float] = {"step": self.step + 1}
-                record.update(self.train_step())
+                record: dict[str, float] = {"step": self.step + 1, **self.train_step()}
                 record["seconds"] = round(time.perf_counter() - start, 4)
                 step, final = self.step, self.step == self.max_steps
                 stop = False
                 if self.validation is not None and (final or (tc.val_every > 0 and step % tc.val_every == 0)):
                     record.update(self.run_validation())
                     stop = tc.early_stopping > 0 and self.bad_validations >= tc.early_stopping
-                if (
-                    step % max(1, tc.log_every) == 0
-                    or final
-                    or stop
-                    or any(k.startswith("val_") for k in record)
-                ):
-                    record = {
-                        **record,
-                        **{
-                            k: v
-                            for k, v in dist_utils.reduce_mean(
-                                {k: v for k, v in record.items() if k not in ("step", "seconds")}
-                            ).items()
-                        },
-                    }
-                    self._log(record, writer)
+                validated = any(k.startswith("val_") for k in record)
+                if step % max(1, tc.log_every) == 0 or final or stop or validated:
+                    averaged = {k: v for k, v in record.items() if k not in ("step", "seconds")}
+                    record.update(dist_utils.reduce_mean(averaged))
+                    if self.is_main:
+                        append_metrics(self.metrics_path, record, writer)
                 if progress is not None:
                     progress.update(1)
                     progress.set_postfix(loss=f"{record['loss']:.4f}")
@@ -387,21 +387,3 @@ class Trainer:
             if writer is not None:
                 writer.close()
         return last
-
-    def _tensorboard(self) -> Any:
-        if not self.is_main:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional at run time
-            logger.warning("tensorboard is not installed; RUN/tb is not written")
-            return None
-        # purge_step drops events a killed run wrote after its last checkpoint
-        return SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1 if self.step else None)
-
-    def _progress(self) -> Any:
-        if not self.is_main:
-            return None
-        from tqdm.auto import tqdm
-
-        return tqdm(total=self.max_steps, initial=self.step, desc=self.meta["task"], unit="step", leave=False)

@@ -11,17 +11,18 @@ step's generator (Algorithm 1 line numbers in brackets, docs/method.md maps them
     X'_i = conv(z ⊕ Attn(z, O, O))                                            [Sec. 3.1]
     L_inv(X'_i, anchor) from the 2nd modality on; anchor <- update(X'_i)      [Eq. 3]
     L_decom(phi^{-1}(D(X'_i, skips)), all available modalities)               [Eq. 6]
-    (sum_t w_t L_t).backward(); after_modality()
+    yield the terms and L_pre = sum_t w_t L_t                                 [Eq. 7]
 
-Every modality's graph is freed by its own backward, so memory does not grow with M. A zero weight means the
-term is not computed at all: contrast 0 skips both augmented views, equivariance 0 skips the rotation head
-(the input is still rotated: phi also makes the decomposition of Eq. 6 an equivariance constraint),
-invariance 0 skips the anchor, decomposition 0 skips the decoder.
+The engine back-propagates each yielded L_pre before the next modality is computed, so every modality's graph
+is freed by its own backward and memory does not grow with M. A zero weight means the term is not computed:
+contrast 0 skips both augmented views, equivariance 0 skips the rotation head (the input is still rotated: phi
+also makes the decomposition of Eq. 6 an equivariance constraint), invariance 0 skips the anchor,
+decomposition 0 skips the decoder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -29,10 +30,14 @@ from torch import Tensor
 
 from p2gmed.config import Config
 from p2gmed.errors import DataError, InputError
-from p2gmed.losses.invariance import RunningAnchor
-from p2gmed.losses.objective import PRETRAIN_TERMS, LossOutput, build_pretrain_objective
+from p2gmed.losses.contrastive import ContrastiveLoss
+from p2gmed.losses.decomposition import DecompositionLoss
+from p2gmed.losses.equivariance import RotationLoss
+from p2gmed.losses.invariance import InvarianceLoss, RunningAnchor
+from p2gmed.losses.objective import PRETRAIN_TERMS, weighted_total
 from p2gmed.models.network import P2GNet
 from p2gmed.models.rotation import rotate, sample_rotations, unrotate
+from p2gmed.train import distributed
 
 
 def _randint(low: int, high: int, generator: torch.Generator) -> int:
@@ -108,41 +113,38 @@ class PretrainTask:
     """
 
     def __init__(self, model: P2GNet, cfg: Config) -> None:
-        if cfg.loss.contrast > 0 and cfg.train.batch_size * cfg.data.crops_per_subject < 2:
+        w = cfg.loss
+        if w.contrast > 0 and cfg.train.batch_size * cfg.data.crops_per_subject < 2:
             raise InputError(
                 "loss.contrast > 0 needs at least 2 sub-volumes per step for negatives: set "
                 "data.crops_per_subject >= 2 (or train.batch_size >= 2), or loss.contrast: 0"
             )
-        self.model = model
-        self.cfg = cfg
-        self.objective = build_pretrain_objective(cfg.loss)
+        self.model, self.cfg = model, cfg
+        self.weights = {name: getattr(w, name) for name in PRETRAIN_TERMS if getattr(w, name) > 0}
+        self.terms = (*self.weights, "loss")
+        self.contrast = ContrastiveLoss(w.temperature)
+        self.equivariance = RotationLoss()
+        self.invariance = InvarianceLoss()
+        self.decomposition = DecompositionLoss(w.background_weight)
 
-    def run_step(
-        self,
-        batch: Mapping[str, Any],
-        step: int,
-        generator: torch.Generator,
-        after_modality: Callable[[], None] | None = None,
-    ) -> dict[str, float]:
-        """Forward and backward of one step over all modalities of the batch.
+    def run_step(self, batch: Mapping[str, Any], generator: torch.Generator) -> Iterator[dict[str, Tensor]]:
+        """The losses of one step, one dict per modality, in an order drawn from `generator`.
 
         Args:
             batch: `image` (N, M, D, H, W) float, `available` (N, M) bool, `foreground` (N, 1, D, H, W) bool,
                 `subject` list of N ids (used in error messages).
-            step: the step index (not used by the computation; part of the task interface).
             generator: CPU generator for the modality order, rotations and augmentations.
-            after_modality: called after each modality's backward (e.g. a per-modality optimizer step).
 
-        Returns:
-            The mean over the processed modalities of every active unweighted term (`contrast`,
-            `equivariance`, `invariance`, `decomposition`; a term never computed in this step, like
-            invariance with a single modality, reads 0.0) and of the weighted total, `loss`.
+        Yields:
+            Per modality that some crop has: every active unweighted term computed for it (`contrast`,
+            `equivariance`, `invariance` from the second modality of a crop on, `decomposition`) and their
+            weighted sum `loss`. A modality with nothing to compute (invariance alone, first modality) yields
+            nothing.
 
         Raises:
-            DataError: the batch has no available modality at all.
+            DataError: no crop of the batch has any modality.
             ValueError: inconsistent batch shapes.
         """
-        del step
         device = next(self.model.parameters()).device
         image = torch.as_tensor(batch["image"]).to(device).float()
         available = torch.as_tensor(batch["available"], dtype=torch.bool).cpu()
@@ -153,28 +155,20 @@ class PretrainTask:
                 f"batch shapes disagree: image {tuple(image.shape)}, available {tuple(available.shape)}, "
                 f"foreground {tuple(foreground.shape)}"
             )
-        if "contrast" in self.objective:
-            self.objective.terms["contrast"].gather = self._gather_negatives(available, device)
+        subjects = ", ".join(map(str, batch.get("subject", []))) or "this batch"
+        if not bool(available.any()):
+            raise DataError(f"no modality is available in any crop of {subjects}")
+        gather = "contrast" in self.weights and self._gather_negatives(available, device)
         anchor = RunningAnchor(n, self.cfg.loss.anchor)
-        sums = {name: 0.0 for name in (*PRETRAIN_TERMS, "loss") if name == "loss" or name in self.objective}
-        counts = dict.fromkeys(sums, 0)
         for modality in torch.randperm(m, generator=generator).tolist():
             rows = available[:, modality].nonzero().flatten()
             if rows.numel() == 0:
                 continue  # no crop has this modality
-            out = self._modality_losses(image, available, foreground, modality, rows, anchor, generator)
-            if not out.terms:
-                continue  # nothing active to compute for this modality (e.g. invariance alone, 1st modality)
-            out.total.backward()
-            for name, value in (*out.terms.items(), ("loss", out.total)):
-                sums[name] += float(value.detach())
-                counts[name] += 1
-            if after_modality is not None:
-                after_modality()
-        if counts["loss"] == 0:
-            subjects = ", ".join(map(str, batch.get("subject", []))) or "this batch"
-            raise DataError(f"no modality is available in any crop of {subjects}")
-        return {name: sums[name] / counts[name] if counts[name] else 0.0 for name in sums}
+            terms = self._modality_terms(
+                image, available, foreground, modality, rows, anchor, generator, gather
+            )
+            if terms:
+                yield {**terms, "loss": weighted_total(terms, self.weights)}
 
     def _gather_negatives(self, available: Tensor, device: torch.device) -> bool:
         """Whether this step's contrastive embeddings are gathered over ranks.
@@ -183,15 +177,13 @@ class PretrainTask:
         when every crop on every rank has every modality; otherwise (one all_reduce decides, on all ranks
         alike) this step uses local negatives only, rather than risk a deadlock.
         """
-        from p2gmed.train import distributed
-
         if not (self.cfg.loss.gather_negatives and distributed.is_distributed()):
             return False
         complete = torch.tensor([int(bool(available.all()))], device=device)
         torch.distributed.all_reduce(complete, op=torch.distributed.ReduceOp.MIN)
         return bool(complete.item())
 
-    def _modality_losses(
+    def _modality_terms(
         self,
         image: Tensor,
         available: Tensor,
@@ -200,35 +192,42 @@ class PretrainTask:
         rows: Tensor,
         anchor: RunningAnchor,
         generator: torch.Generator,
-    ) -> LossOutput:
-        """Losses of modality `modality` on the crops `rows` (R,) that have it (the body of Algorithm 1)."""
-        model, objective = self.model, self.objective
+        gather: bool,
+    ) -> dict[str, Tensor]:
+        """The body of Algorithm 1 for modality `modality` on the crops `rows` (R,) that have it.
+
+        A function of its own, so that its activations are released when it returns: only the loss values
+        (and their graph, until the engine's backward) outlive it.
+        """
+        model, w = self.model, self.weights
         m = image.shape[1]
         rows_dev = rows.to(image.device)
         # X_h^i repeated over the M input channels, rotated by phi (kept even without the rotation head)
         k = sample_rotations(len(rows), generator)
         x = rotate(image[rows_dev, modality : modality + 1].expand(-1, m, -1, -1, -1), k)
-        inputs: dict[str, Callable] = {}
-        if "contrast" in objective:
+        terms: dict[str, Tensor] = {}
+        if "contrast" in w:
             view_a = model.embed_view(cuboid_noise_augment(x, generator))
             view_b = model.embed_view(cuboid_noise_augment(x, generator))
-            inputs["contrast"] = lambda loss: loss(view_a, view_b)
+            if gather:
+                view_a, view_b = (
+                    distributed.all_gather_with_grad(view_a),
+                    distributed.all_gather_with_grad(view_b),
+                )
+            terms["contrast"] = self.contrast(view_a, view_b)
         z, skips = model.encode(x)
         fused = model.fuse(z)
-        if "equivariance" in objective:
+        if "equivariance" in w:
             logits = model.rotation_logits(z, fused)
-            inputs["equivariance"] = lambda loss: loss(logits, k.to(logits.device))
-        if "invariance" in objective:
+            terms["equivariance"] = self.equivariance(logits, k.to(logits.device))
+        if "invariance" in w:
             seen = anchor.seen(rows)
             if bool(seen.any()):
-                current, target = fused[seen.to(fused.device)], anchor.get(rows[seen])
-                inputs["invariance"] = lambda loss: loss(current, target)
+                terms["invariance"] = self.invariance(fused[seen.to(fused.device)], anchor.get(rows[seen]))
             anchor.update(fused, rows)
-        if "decomposition" in objective:
+        if "decomposition" in w:
             restored = unrotate(model.decode(fused, skips), k)  # phi^{-1}(D(X'_i | phi(x_h^i)))
-            target_image, target_available = image[rows_dev], available[rows]
-            target_foreground = foreground[rows_dev]
-            inputs["decomposition"] = lambda loss: loss(
-                restored, target_image, target_available, target_foreground
+            terms["decomposition"] = self.decomposition(
+                restored, image[rows_dev], available[rows], foreground[rows_dev]
             )
-        return objective(inputs)
+        return terms

@@ -1,18 +1,73 @@
-"""Validation of tuned models on held-out subjects, with sliding-window inference over whole volumes.
+"""Validation on held-out subjects: what selects `best.pt` in each kind of run.
 
-Synthesis: mean PSNR (unit convention) over (single source -> other available target) pairs. Segmentation:
+Pre-training: the decomposition error (foreground MSE of every available modality decoded from each single
+modality) on one fixed crop per held-out subject. Tuning, with sliding-window inference over whole volumes:
+synthesis, mean PSNR (unit convention) over (single source -> other available target) pairs; segmentation,
 mean region Dice (BraTS WT/TC/ET or AutoPET lesion) from all modalities and from each one alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from p2gmed.config import Config
+from p2gmed.data.layouts import classes_to_labels, region_masks
+from p2gmed.data.sampling import TrainBatches
+from p2gmed.evaluation.synthesis import psnr, unit_prepare
+from p2gmed.inference.sliding import sliding_predict
+from p2gmed.losses.decomposition import masked_mean_error
+
+Validate = Callable[[nn.Module], dict[str, float]]
+
+
+# --------------------------------------------------------------------------------------------------
+# pre-training
+
+
+def validation_crops(val_loaded: Sequence[Any], cfg: Config) -> list[dict[str, Any]]:
+    """One fixed, un-augmented ROI crop per held-out subject (the sampler's own cropping, seed-determined).
+
+    Returns:
+        Batches of one crop: image (1, M, D, H, W), available (1, M), foreground (1, 1, D, H, W), subject.
+    """
+    one_crop = dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, flip_prob=0.0, rot90_prob=0.0, crops_per_subject=1),
+        train=dataclasses.replace(cfg.train, batch_size=1),
+    )
+    batches = TrainBatches(val_loaded, one_crop, seed=cfg.train.seed)
+    return [batches.batch(step) for step in range(len(val_loaded))]  # epoch 0: every subject once
+
+
+def decomposition_validation(crops: list[dict[str, Any]]) -> Validate:
+    """model -> {"decomposition_mse": mean over crops and source modalities of the foreground MSE}.
+
+    For each crop and each available modality i, the model decodes all modalities from x_i repeated over the
+    M channels (its `forward`); the error is taken over the available modalities' foreground voxels.
+    """
+
+    def validate(model: nn.Module) -> dict[str, float]:
+        device = next(model.parameters()).device
+        values = []
+        for crop in crops:
+            image, available = crop["image"].to(device), crop["available"]
+            foreground = crop["foreground"].to(device)
+            m = image.shape[1]
+            for modality in available[0].nonzero().flatten().tolist():
+                prediction = model(image[:, modality : modality + 1].expand(-1, m, -1, -1, -1))
+                values.append(float(masked_mean_error(prediction, image, available, foreground)))
+        return {"decomposition_mse": sum(values) / len(values) if values else float("nan")}
+
+    return validate
+
+
+# --------------------------------------------------------------------------------------------------
+# tuning
 
 
 def _validation_subsets(available: Tensor) -> list[Tensor]:
@@ -22,17 +77,11 @@ def _validation_subsets(available: Tensor) -> list[Tensor]:
     return ([available.clone()] if len(present) > 1 else []) + singles
 
 
-def _predictor(model: nn.Module, subset: Tensor) -> Callable[[Tensor], Tensor]:
-    return lambda x: model.forward_subset(x, subset.to(x.device))
-
-
 def _slide(model: nn.Module, image: Tensor, subset: Tensor, cfg: Config) -> Tensor:
     """Whole-volume prediction from `subset`: image (1, M, D, H, W) -> (1, out, D, H, W) on the CPU."""
-    from p2gmed.inference.sliding import sliding_predict
-
     inf = cfg.inference
     return sliding_predict(
-        _predictor(model, subset),
+        lambda x: model.forward_subset(x, subset.to(x.device)),
         image,
         cfg.data.roi_size,
         overlap=inf.overlap,
@@ -43,13 +92,12 @@ def _slide(model: nn.Module, image: Tensor, subset: Tensor, cfg: Config) -> Tens
     )
 
 
-def synthesis_validation(val_loaded: Any, cfg: Config) -> Callable[[nn.Module], dict[str, float]]:
+def synthesis_validation(val_loaded: Any, cfg: Config) -> Validate:
     """model -> {"psnr": mean PSNR (dB, unit convention) over (single source, other available target) pairs}.
 
     Both volumes are compared inside the subject's foreground (outside set to 0), in normalised intensities,
     after the unit convention's percentile scaling (evaluation/synthesis.py).
     """
-    from p2gmed.evaluation.synthesis import psnr, unit_prepare
 
     def validate(model: nn.Module) -> dict[str, float]:
         values = []
@@ -76,14 +124,11 @@ def dice_score(pred: Tensor, ref: Tensor) -> float:
     return 1.0 if total == 0 else 2.0 * int((pred & ref).sum()) / total
 
 
-def segmentation_validation(
-    val_loaded: Any, cfg: Config, labels: str
-) -> Callable[[nn.Module], dict[str, float]]:
+def segmentation_validation(val_loaded: Any, cfg: Config, labels: str) -> Validate:
     """model -> {"dice": mean over regions (BraTS WT/TC/ET, AutoPET lesion) and subsets, "dice_<region>"}.
 
     Each held-out subject is segmented from all its modalities and from each one alone.
     """
-    from p2gmed.losses.segmentation import classes_to_labels, region_masks
 
     def validate(model: nn.Module) -> dict[str, float]:
         scores: dict[str, list[float]] = {}
