@@ -58,6 +58,8 @@ class DataConfig:
     cache_dir: str | None = None
     """If set, pre-processed subjects are cached on disk here instead (MONAI PersistentDataset)."""
     num_workers: int = 0
+    """Worker processes that load subjects into the cache and, during training, build the batches of the coming
+    steps (crops, flips, rot90); 0 builds them in the training process. Batches are the same with any number."""
     val_fraction: float = 0.2
     """Subjects held out for validation (split by patient, deterministic in `seed`)."""
     split_file: str | None = None
