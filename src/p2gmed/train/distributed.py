@@ -140,46 +140,24 @@ def barrier() -> None:
         dist.barrier()
 
 
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward returns, to each rank, the summed gradient of its own slice.
-
-    Every rank computes a loss on the full gathered tensor; the gradient that flows back to rank r's input is
-    the sum over all ranks of d(loss_k)/d(slice_r), i.e. an all_reduce followed by taking the local slice.
-    DDP then averages parameter gradients over ranks, so the result matches one process holding everything.
-    """
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.local_size = tensor.shape[0]
-        sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world_size())]
-        dist.all_gather(sizes, torch.tensor([tensor.shape[0]], dtype=torch.long, device=tensor.device))
-        ctx.sizes = [int(s.item()) for s in sizes]
-        if len(set(ctx.sizes)) != 1:
-            raise RuntimeError(f"all_gather_with_grad needs equal batch sizes on every rank, got {ctx.sizes}")
-        parts = [torch.empty_like(tensor) for _ in range(world_size())]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        start = rank() * ctx.local_size
-        return grad[start : start + ctx.local_size]
-
-
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate `tensor` over ranks along dim 0, keeping gradients for this rank's slice.
+    """Concatenate `tensor` over ranks along dim 0, keeping gradients (`torch.distributed.nn.functional.all_gather`).
+
+    Every rank computes a loss on the full gathered tensor; the gradient that flows back to rank r's rows is the
+    sum over ranks of d(loss_k)/d(rows_r). The engine then averages parameter gradients over ranks, so the result
+    matches one process holding every row.
 
     Args:
-        tensor: (N, ...) on every rank, same N everywhere.
+        tensor: (N, ...) on every rank, same N everywhere (the caller makes sure; a mismatch fails in the gather).
 
     Returns:
         (world x N, ...) with rank r's rows at [r*N, (r+1)*N); `tensor` itself when not distributed.
     """
     if not is_distributed():
         return tensor
-    return _GatherWithGrad.apply(tensor)
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0)
 
 
 def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
