@@ -41,13 +41,13 @@ if [ $dry -eq 1 ]; then
     # one thread: on a shared CI machine two OpenMP threads wait on each other whenever one is descheduled
     export OMP_NUM_THREADS=1
     device=cpu; size=tiny; repeats=1; precisions="fp32"; compile_pass=""
-    predict_shape="--shape 64 64 64"; preset="$root/configs/tiny-cpu.yaml"; demo_spacing=""
+    predict_shape="--shape 64 64 64"; loop_steps="--loop-steps 2"; preset="$root/configs/tiny-cpu.yaml"; demo_spacing=""
     card="dry run on the CPU: $("$py" -c 'import platform; print(platform.processor() or platform.machine())')"
 else
     "$py" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' || {
         echo "gpu_check.sh: no CUDA device is visible to $py; run with --dry-run on a CPU" >&2; exit 2; }
     device=cuda; size=paper; repeats=3; precisions="fp32 bf16"; compile_pass="--compile"
-    predict_shape=""; preset="$root/configs/brats23-transfer.yaml"; demo_spacing="--spacing 1.5"
+    predict_shape=""; loop_steps=""; preset="$root/configs/brats23-transfer.yaml"; demo_spacing="--spacing 1.5"
     card=$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -n1)
     [ -n "$card" ] || card=$("$py" -c 'import torch; print(torch.cuda.get_device_name(0))')
 fi
@@ -88,7 +88,7 @@ fi
 section "2. p2g predict vs MONAI sliding window ($size)" 100 \
     "$py" "$bench/bench_predict.py" --device $device --size $size --repeats $repeats $predict_shape
 section "4. data loading fraction ($size)" 60 \
-    "$py" "$bench/bench_data.py" --device $device --size $size --repeats $repeats
+    "$py" "$bench/bench_data.py" --device $device --size $size --repeats $repeats $loop_steps
 section "4. peak memory, activation checkpointing ($size)" 60 \
     "$py" "$bench/bench_memory.py" --device $device --size $size
 
