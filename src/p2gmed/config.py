@@ -132,8 +132,9 @@ class TrainConfig:
     """per_step: accumulate over the modalities, one update (paper); per_modality: an update after each
     modality without clearing gradients (authors' code)."""
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
-    """Mixed precision: bf16 or fp16 autocast (fp16 with a GradScaler), on CUDA and CPU; auto: bf16 on a GPU that
-    supports it, fp32 on the CPU (where bf16 is no faster, or 20-40x slower without AVX-512: docs/performance.md)."""
+    """Mixed precision: bf16 or fp16 autocast (fp16 with a GradScaler), on CUDA and CPU; auto: bf16 where it is
+    fast (a GPU with bf16, a CPU with AVX512_BF16 or AMX), fp32 elsewhere (on other CPUs bf16 is slower, 20-40x
+    without AVX-512: docs/performance.md)."""
     seed: int = 20
     log_every: int = 1
     checkpoint_every: int = 50
