@@ -47,6 +47,33 @@ def child(args) -> None:
     print(json.dumps({"step_mb": common.peak_mb(device) - before, "seconds": seconds}))
 
 
+BRATS23_TRAIN = 1251  # BraTS 2023 GLI training subjects
+
+
+def cache_rows(data_cfg) -> list[tuple[str, str]]:
+    """Host memory of the cached training data per rank, from a 1 mm simulated brain (BraTS-like extent)."""
+    import tempfile
+
+    from p2gmed.data.read import read_dataset
+    from p2gmed.data.synthetic import make_demo
+    from p2gmed.data.volumes import load_subject
+
+    with tempfile.TemporaryDirectory() as tmp:
+        make_demo(Path(tmp) / "b", kind="brain", subjects=1, seed=0, spacing=1.0)
+        item = load_subject(read_dataset(Path(tmp) / "b")[0], data_cfg)
+    parts = {"image": item.image, "foreground": item.foreground, "label": item.label}
+    per_subject = sum(t.numel() * t.element_size() for t in parts.values())
+    as_int64 = per_subject - item.label.numel() * (item.label.element_size() - 8)
+    shape = "x".join(map(str, item.image.shape[1:]))
+    rows = [(f"cached subject ({shape}, 4 modalities)", f"{per_subject / 2**20:.0f} MB "
+                                                      f"({as_int64 / 2**20:.0f} MB with an int64 label)")]
+    for world in (1, 2, 4, 8):
+        shard = -(-BRATS23_TRAIN // world)
+        rows.append((f"BraTS 2023 training cache per rank, {world} rank(s)",
+                     f"{shard * per_subject / 2**30:.1f} GB ({shard} subjects)"))
+    return rows
+
+
 def main(argv=None) -> None:
     p = common.parser(__doc__)
     p.add_argument("--size", choices=("tiny", "paper"), default="tiny")
@@ -69,6 +96,7 @@ def main(argv=None) -> None:
         ("memory saved / time added", f"{1 - on['step_mb'] / max(off['step_mb'], 1e-6):.0%} / "
                                       f"{on['seconds'] / off['seconds'] - 1:+.0%}"),
         ("measure", measure),
+        *cache_rows(cfg.data),
     ])
 
 
