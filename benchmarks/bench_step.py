@@ -15,7 +15,6 @@ divided by the measured time; the device's practical peak is a large matrix prod
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -125,8 +124,8 @@ def main(argv=None) -> None:
              f"F={cfg.model.feature_size}, {len(cfg.data.modalities)} modalities, {n} crop(s), "
              f"contrast {'on' if cfg.loss.contrast > 0 else 'off'}{', torch.compile' if args.compile else ''})")
     monai_step = plain_monai_step(cfg, device, args.compile)
-    # a paper-size step on the CPU takes minutes: one round, timed while counting (the counter's per-op cost is
-    # nothing next to a 96^3 convolution); elsewhere FLOPs are counted once (fp32) and the timing alternates
+    # a paper-size step on the CPU takes minutes: per precision one counting round as the warm-up, then one timed
+    # round; elsewhere FLOPs are counted once (fp32) and every precision gets a warm-up and alternating rounds
     single = args.size == "paper" and device.type == "cpu"
     flops: dict[str, float] = {}
     rows: list[tuple[str, str]] = []
@@ -139,15 +138,10 @@ def main(argv=None) -> None:
             continue
         fns = {"p2g": p2g_step(cfg, device, precision, args.compile),
                "monai": with_precision(monai_step, device, precision)}
-        if single:
-            t = {}
-            for name, fn in fns.items():
-                start = time.perf_counter()
-                flops[name] = common.count_flops(fn)
-                t[name] = time.perf_counter() - start
+        if single or not flops:  # the counting round is also the warm-up (first-touch allocation, oneDNN set-up)
+            flops = {name: common.count_flops(fn) for name, fn in fns.items()}
+            t = common.interleaved(fns, device, repeats, warmup=False)
         else:
-            if not flops:
-                flops = {name: common.count_flops(fn) for name, fn in fns.items()}
             t = common.interleaved(fns, device, repeats)
         seconds[precision] = t
         ratio = t["p2g"] / t["monai"]
@@ -171,8 +165,7 @@ def main(argv=None) -> None:
         aug = augmentation_seconds(cfg, device)
         rows.append(("of which augmented views (CPU cuboid noise)",
                      f"{aug:.3f} s/step ({aug / seconds['fp32']['p2g']:.0%} of the fp32 step)"))
-    rows.append(("timing", "one round per precision, no warm-up, timed while counting FLOPs" if single
-                 else f"median of {repeats} alternating round(s) after a warm-up"))
+    rows.append(("timing", f"median of {repeats} alternating round(s) after a warm-up (the FLOP-counting round)"))
     common.report(title, device, rows)
 
 
