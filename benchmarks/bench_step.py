@@ -115,10 +115,9 @@ def main(argv=None) -> None:
             common.require_memory(10, "the paper-size step on the CPU")
         cfg = common.paper_config(("t1n", "t1c")[: args.modalities], data={"crops_per_subject": 1},
                                   loss={"contrast": 0.0})
-        repeats = args.repeats if device.type == "cuda" else 1
     else:
         cfg = common.tiny_config()
-        repeats = args.repeats
+    repeats = args.repeats
     n = cfg.train.batch_size * cfg.data.crops_per_subject
     title = (f"pre-training step vs plain MONAI ({args.size}: ROI {'x'.join(map(str, cfg.data.roi_size))}, "
              f"F={cfg.model.feature_size}, {len(cfg.data.modalities)} modalities, {n} crop(s), "
