@@ -367,3 +367,56 @@ def test_demo_brain_labels_keep_brats2023_values(demo_brain, cfg):
     item = load_subject(read_dataset(demo_brain)[0], cfg.data)
     assert set(item.label.unique().tolist()) <= {0, 1, 2, 3} and int((item.label == 3).sum()) > 0
     assert item.available.all()
+
+
+def test_autopet_pretraining_foreground_is_the_body_not_the_air(tmp_path):
+    """CT in HU has air at -1000, not 0: the AutoPET preset's foreground (loss and crop box) is the body."""
+    from p2gmed.config import load_config
+
+    preset = load_config(Path(CONFIG).parent / "autopet-pretrain.yaml")
+    shape = (16, 16, 12)
+    ct = np.full(shape, -1000.0, np.float32)
+    ct[4:12, 5:11, 3:9] = 40.0  # soft tissue
+    pet = np.where(ct > -500, 1.5, 0.02).astype(np.float32)  # scatter: small, non-zero uptake in the air
+    images = {"ct": save(tmp_path / "ct.nii.gz", ct, np.eye(4)), "pet": save(tmp_path / "pet.nii.gz", pet, np.eye(4))}
+    data_cfg = dataclasses.replace(preset.data, crop_margin=1)
+    item = load_subject(Subject("p", "p", images), data_cfg)
+    assert tuple(item.image.shape[1:]) == (10, 8, 8)  # the body's box plus the one-voxel margin
+    assert int(item.foreground.sum()) == 8 * 6 * 6  # the body, no air
+
+
+def _in_plane_turn(x: torch.Tensor) -> int | None:
+    """Quarter turns r in the (D, H) plane that map the stored orientation onto `x` (D, H, W), for a volume whose
+    values grow fastest along D and then along H; None when no rotation does (a reflection in the plane)."""
+    for r in range(4):
+        y = torch.rot90(x, -r, dims=(0, 1))
+        d_step, h_step = float((y[1:] - y[:-1]).mean()), float((y[:, 1:] - y[:, :-1]).mean())
+        if d_step > 0 and h_step > 0 and d_step > h_step:
+            return r
+    return None
+
+
+def test_pretraining_crops_keep_phis_plane_so_the_rotation_label_is_the_true_rotation(tmp_path, cfg):
+    """Eq. 5's label k must be the crop's rotation relative to the stored orientation: during pre-training the
+    data-level augmentation may not turn or mirror phi's (D, H) plane (models/rotation.py)."""
+    from p2gmed.models.rotation import rotate
+
+    d, h, w = np.meshgrid(np.arange(40), np.arange(36), np.arange(70), indexing="ij")
+    coords = (1 + 10000 * d + 100 * h + w).astype(np.float32)
+    subject = Subject("c", "c", {"t1n": save(tmp_path / "c" / "t1n.nii.gz", coords, np.eye(4))})
+    cfg.data.modalities = ("t1n",)
+    cfg.data.flip_prob = cfg.data.rot90_prob = 1.0
+    cfg.data.crops_per_subject = 4
+    loaded = load_subjects([subject], cfg.data, progress=False)
+    pretraining = TrainBatches(loaded, cfg, seed=1, keep_rotation_plane=True)
+    labels_checked = 0
+    for step in range(3):
+        for crop in pretraining.batch(step)["image"]:
+            for k in range(4):
+                x = rotate(crop[None], torch.tensor([k]))[0, 0]  # phi_k of PretrainTask
+                assert _in_plane_turn(x) == k
+                labels_checked += 1
+    assert labels_checked == 48
+    tuning = TrainBatches(loaded, cfg, seed=1)  # tuning keeps the full augmentation (no rotation label there)
+    turns = {_in_plane_turn(crop[0]) for step in range(3) for crop in tuning.batch(step)["image"]}
+    assert turns - {0}

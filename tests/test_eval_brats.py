@@ -66,6 +66,19 @@ def test_legacy_edge_cases_and_et_postprocessing():
     assert brats_metrics(_et_only(499), ref)["dice_wt"] == pytest.approx(2 * 499 / 1099)
 
 
+def test_et_postprocessing_threshold_is_a_volume_on_any_grid():
+    """500 voxels at 1 mm^3 is 500 mm^3: on a 3 mm grid (27 mm^3 a voxel) that is 18.5 voxels, so a perfect
+    prediction of a 100-voxel (2700 mm^3) ET is kept, and a 15-voxel (405 mm^3) one is dropped."""
+    ref = _et_only(100)
+    assert brats_metrics(ref, ref, spacing=(3.0, 3.0, 3.0))["dice_et_pp"] == 1.0
+    assert brats_metrics(ref, ref)["dice_et_pp"] == 0.0  # the same 100 voxels at 1 mm are 100 mm^3
+    small = _et_only(18)
+    assert brats_metrics(small, ref, spacing=(3.0, 3.0, 3.0))["dice_et_pp"] == 0.0  # 486 mm^3 < 500
+    assert brats_metrics(_et_only(19), ref, spacing=(3.0, 3.0, 3.0))["dice_et_pp"] == pytest.approx(2 * 19 / 119)
+    anisotropic = brats_metrics(_et_only(250), _et_only(250), spacing=(1.0, 1.0, 2.0))  # 500 mm^3: kept
+    assert anisotropic["dice_et_pp"] == 1.0
+
+
 def test_hd95_empty_conventions():
     empty = np.zeros(SHAPE, bool)
     blob = empty.copy()

@@ -115,9 +115,11 @@ def test_grid_mismatch_bad_names_and_bad_out(synthesis_dirs, capsys):
     assert "voxel grid" in capsys.readouterr().err
     assert main(base + ["--out", str(root / "a.md")]) == 2
     assert ".csv" in capsys.readouterr().err
-    _save(root / "pred" / "caseA_unknown.nii.gz", np.ones(SHAPE, np.float32))
+    # a bare <case>.nii.gz is a segmentation in nnU-Net naming: two segmentations of one case are refused
+    _save(root / "pred" / "caseA_seg.nii.gz", np.ones(SHAPE, np.float32))
+    _save(root / "pred" / "caseA.nii.gz", np.ones(SHAPE, np.float32))
     assert main(base + ["--out", str(root / "a.csv")]) == 2
-    assert "caseA_unknown.nii.gz is not named" in capsys.readouterr().err
+    assert "both the segmentation of case 'caseA'" in capsys.readouterr().err
 
 
 def _seg(points: dict[tuple[int, int, int], int]) -> np.ndarray:

@@ -395,3 +395,37 @@ def test_finetune_runs_from_a_pretrained_checkpoint_and_exports(tiny_cfg, demo_b
         == 0
     )
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+
+
+@pytest.mark.parametrize("architecture", ["p2g", "swinunetr"])
+def test_sources_and_targets_restrict_the_tuning_task(tiny_cfg, architecture, monkeypatch):
+    """Table 6 (App. B.4): only NAC -> AC-PET and NAC -> CT are tuned; here t2f -> t1n, t2w stands in."""
+    tiny_cfg.tune.sources, tiny_cfg.tune.targets = ("t2f",), ("t1n", "t2w")
+    tiny_cfg.validate()
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg, 4) if architecture == "p2g" else build_baseline(tiny_cfg, architecture, 4)
+    task = SynthesisTask(model, tiny_cfg, architecture)
+    compared = []
+    import p2gmed.train.finetune as finetune_module
+
+    error = finetune_module.masked_mean_error
+    monkeypatch.setattr(finetune_module, "masked_mean_error",
+                        lambda p, t, a, f, **kw: compared.append(a.clone()) or error(p, t, a, f, **kw))
+    batch = _batch(n=2, labels=False)
+    for step in range(4):
+        list(task.run_step(batch, torch.Generator().manual_seed(step)))
+    assert compared and all(a.tolist() == [[True, False, True, False]] * 2 for a in compared)
+    if architecture == "p2g":
+        inputs = []
+        encode = model.encode
+        monkeypatch.setattr(model, "encode", lambda x: inputs.append(x.detach()) or encode(x))
+        list(task.run_step(batch, torch.Generator().manual_seed(9)))
+        assert len(inputs) == 1 and torch.equal(inputs[0], batch["image"][:, 3:4].expand(-1, 4, -1, -1, -1))
+
+
+def test_unknown_tuning_source_is_an_input_error(tiny_cfg):
+    from p2gmed.errors import InputError
+
+    tiny_cfg.tune.sources = ("pet_nac",)
+    with pytest.raises(InputError, match="tune.sources"):
+        tiny_cfg.validate()

@@ -263,8 +263,11 @@ def test_bad_input_raises_input_error_and_writes_nothing(tmp_path, problem):
 
 def test_model_combinations_are_checked():
     syn = stand_in(EchoSynthesis(), "synthesis", path="a.pt")
-    with pytest.raises(InputError, match="a.pt and b.pt"):
-        predict_case([syn, stand_in(EchoSynthesis(), "pretrain", path="b.pt")], {"t1n": "x.nii.gz"}, "out", "c")
+    other = stand_in(EchoSynthesis(), "pretrain", modalities=("t1n", "t2w"), path="b.pt")
+    with pytest.raises(InputError, match="a.pt and b.pt .* different modalities"):  # an ensemble must agree
+        predict_case([syn, other], {"t1n": "x.nii.gz"}, "out", "c")
+    with pytest.raises(InputError, match="given twice"):
+        predict_case([syn, stand_in(EchoSynthesis(), "synthesis", path="a.pt")], {"t1n": "x.nii.gz"}, "out", "c")
     with pytest.raises(InputError, match="label convention"):
         stand_in(ThresholdSegmenter(), "segmentation", labels=None)
     with pytest.raises(InputError, match="cannot run"):

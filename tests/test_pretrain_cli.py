@@ -191,3 +191,20 @@ def test_real_pretraining_then_resume(demo_brain, tmp_path, first, final):
     a = torch.load(straight / "checkpoints/last.pt", weights_only=True)["model"]
     b = torch.load(run / "checkpoints/last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_pretraining_batches_keep_the_rotation_plane(tiny_brats, tmp_path, stand_ins, monkeypatch):
+    """The equivariance label is phi's k only if the data augmentation leaves phi's plane alone (Eq. 5)."""
+    import p2gmed.data.sampling as sampling
+    import p2gmed.train.run as run_module
+
+    kept = []
+
+    class Recording(sampling.TrainBatches):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            kept.append(self.keep_rotation_plane)
+
+    monkeypatch.setattr(run_module, "TrainBatches", Recording)
+    assert pretrain(tiny_brats, tmp_path / "run", "--max-steps", "1", "--set", "train.val_every=0") == 0
+    assert kept[0] is True  # the training batches (validation crops are not augmented at all)

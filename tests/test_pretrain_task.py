@@ -231,3 +231,22 @@ def test_cuboid_noise_augment_is_reproducible_and_leaves_input_alone():
     assert a.min() >= 0 and a.max() <= 1  # noise is min-max scaled to [0, 1]
     changed = (a != 0).float().mean()
     assert 0 < changed <= 0.6  # at most 30% per pass (+ one block of overshoot), two passes
+
+
+def test_without_rotations_the_inputs_are_the_stored_crops(monkeypatch):
+    """`loss.rotate_inputs: false` (the ablations without equivariance): phi is the identity, so the
+    decomposition of Eq. 6 is no hidden equivariance constraint."""
+    cfg = tiny_config(contrast=0.0, equivariance=0.0, invariance=0.0, rotate_inputs=False)
+    task = PretrainTask(IdentityLike(), cfg)
+    batch = make_batch(n=4)
+    inputs = []
+    encode = task.model.encode
+    monkeypatch.setattr(task.model, "encode", lambda x: inputs.append(x.detach()) or encode(x))
+    list(task.run_step(batch, torch.Generator().manual_seed(2)))
+    stored = [batch["image"][:, m : m + 1].expand(-1, 2, -1, -1, -1) for m in range(2)]
+    assert len(inputs) == 2 and all(any(torch.equal(x, s) for s in stored) for x in inputs)
+
+
+def test_equivariance_needs_rotated_inputs():
+    with pytest.raises(InputError, match="rotate_inputs"):
+        tiny_config(equivariance=1.0, rotate_inputs=False)

@@ -157,6 +157,28 @@ def test_encoder_transfers_exactly_to_another_modality_set(tiny_cfg, tmp_path):
     torch.testing.assert_close(z_target, z_source, rtol=1e-4, atol=1e-4)
 
 
+def test_encoder_init_carries_the_prior_into_p2gnet(tiny_cfg, tmp_path):
+    """Table 6 (App. B.4): only the decoder is re-initialised; O, its attention and the fusion are pre-trained."""
+    import copy
+
+    pet_ct = copy.deepcopy(tiny_cfg)
+    pet_ct.data.modalities = ("ct", "pet")
+    source = _randomise(build_model(pet_ct, 2), seed=4)
+    path = _save(tmp_path / "petct.pt", source, pet_ct, out_channels=2)
+    nac = copy.deepcopy(tiny_cfg)
+    nac.data.modalities = ("ct", "pet", "pet_nac")
+    target = build_model(nac, 3)
+    before = _snapshot(target)
+    init_from_checkpoint(target, path, encoder_only=True, modalities=nac.data.modalities)
+    src, after = source.state_dict(), target.state_dict()
+    prior_keys = [k for k in after if k.startswith("prior.")]
+    assert {k.split(".")[1] for k in prior_keys} == {"retrieval", "fuse"}
+    for key in prior_keys:  # O, the attention and the fusion conv equal the pre-trained tensors
+        assert torch.equal(after[key], src[key]), key
+    decoder = [k for k in after if k.startswith("backbone.") and not k.startswith(SWIN)]
+    assert decoder and all(torch.equal(after[k], before[k]) for k in decoder)  # the decoder stays fresh
+
+
 @pytest.mark.parametrize("prefix", ["module.", "swin_vit.", "module.swin_vit."])
 def test_tang_swinvit_weights_with_channel_rule(tiny_cfg, tmp_path, prefix):
     one_channel = _randomise(SwinUNETR(**{**swinunetr_kwargs(tiny_cfg, 1), "in_channels": 1}), seed=2).eval()

@@ -13,4 +13,13 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["P2GModel", "__version__", "load"]
+
+
+def __getattr__(name: str):
+    # the API is imported on first use, so `import p2gmed` (and `p2g --help`) stays free of torch
+    if name in ("load", "P2GModel"):
+        from p2gmed.inference import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'p2gmed' has no attribute {name!r}")

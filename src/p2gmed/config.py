@@ -96,6 +96,10 @@ class LossConfig:
     """Weight of the invariance loss (Eq. 3), in pre-training and tuning (Eq. 8)."""
     decomposition: float = 1.0
     """Weight of the decomposition loss (Eq. 6)."""
+    rotate_inputs: bool = True
+    """Apply phi (a random quarter turn, models/rotation.py) to each pre-training input and phi^-1 to its decoding
+    (Algorithm 1). false feeds the crops as stored: the ablations without equivariance set it, since with phi
+    the decomposition alone is an equivariance constraint (Sec. 3.2). Needs true when equivariance > 0."""
     temperature: float = 0.5
     """NT-Xent temperature (Tang et al. 2022 use 0.5; the authors' code 0.1 on unnormalised products)."""
     gather_negatives: bool = True
@@ -154,6 +158,11 @@ class TuneConfig:
     train_decode: Literal["subset_mean", "per_modality"] = "subset_mean"
     """P2GNet tuning: decode the mean of the subset's X' once, exactly as prediction does (subset_mean), or decode
     every modality's X' and apply the task loss to each, as Algorithm 2 writes it (per_modality)."""
+    sources: tuple[str, ...] = ()
+    """Modalities the tuning subsets are drawn from (empty: every modality). Table 6 (App. B.4): [pet_nac]."""
+    targets: tuple[str, ...] = ()
+    """Synthesis: the modalities the task loss and the validation compare (empty: every modality, the sources
+    included). Table 6: [ct, pet], i.e. NAC-PET -> CT and NAC-PET -> AC-PET only."""
     init: Literal["full", "encoder", "scratch", "swinvit"] = "full"
     architecture: Literal["p2g", "swinunetr", "unetr"] = "p2g"
     allow_mismatch: bool = False
@@ -211,6 +220,16 @@ class Config:
         for name in ("contrast", "equivariance", "invariance", "decomposition", "mse", "dice", "ce"):
             if getattr(self.loss, name) < 0:
                 raise InputError(f"loss.{name} must be >= 0, got {getattr(self.loss, name)}")
+        for name in ("sources", "targets"):
+            names = tuple(canonical(m) for m in getattr(self.tune, name))
+            unknown = [m for m in names if m not in self.data.modalities]
+            if unknown:
+                raise InputError(
+                    f"tune.{name} names {unknown}, which data.modalities {list(self.data.modalities)} lacks"
+                )
+            setattr(self.tune, name, names)
+        if self.loss.equivariance > 0 and not self.loss.rotate_inputs:
+            raise InputError("loss.equivariance > 0 predicts the rotation phi: it needs loss.rotate_inputs: true")
         return self
 
 
@@ -337,10 +356,20 @@ def parse_override(text: str) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults <- YAML preset (with `extends`) <- `--set` overrides, validated."""
+    return config_from_dict(_settings(path, overrides))
+
+
+def _settings(path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> dict:
+    """What the preset (with its `extends`) and the overrides set, as a nested dict."""
     data: dict = _read_yaml(Path(path)) if path else {}
     for text in overrides:
         data = _merge(data, parse_override(text))
-    return config_from_dict(data)
+    return data
+
+
+def names_setting(path: str | Path | None, overrides: list[str] | tuple[str, ...], section: str, field: str) -> bool:
+    """Whether the preset (with its `extends`) or an override sets `section.field` itself."""
+    return field in (_settings(path, overrides).get(section) or {})
 
 
 def replace_fields(cfg: Config, **sections: dict[str, Any]) -> Config:

@@ -23,6 +23,7 @@ COMMANDS = {
     "predict": "predict_cmd",
     "evaluate": "evaluate_cmd",
     "export": "export_cmd",
+    "figure": "figure_cmd",
     "demo": "demo_cmd",
     "reproduce": "reproduce_cmd",
 }

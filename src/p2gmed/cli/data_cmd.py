@@ -1,4 +1,5 @@
-"""`p2g data make-demo` (built-in data in a real layout) and `p2g data check` (validate a data set folder)."""
+"""`p2g data make-demo` (built-in data in a real layout), `p2g data check` (validate a data set folder) and
+`p2g data convert-dicom` (DICOM PET/CT studies to NIfTI: CT in HU, PET in SUV)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = sub.add_parser("check", help="validate a data set folder; exit 2 naming each bad file")
     check.add_argument("dir", type=Path, help="data set folder (or JSON datalist)")
     check.add_argument("--layout", default="auto", help="layout (default: detect)")
+    check.add_argument("--channels", metavar="0=ct,1=pet",
+                       help="nnU-Net data sets: channel index to modality, instead of dataset.json's names")
     check.set_defaults(func=run_check)
+
+    convert = sub.add_parser(
+        "convert-dicom",
+        help="DICOM PET/CT studies -> NIfTI (CT in HU, PET in SUV body-weight) in the nac or autopet layout",
+        description=(
+            "Finds every CT and PET series under SRC (any folder structure), groups them by patient and study, and "
+            "writes NIfTI files with the DICOM geometry: CT in HU (rescale slope/intercept), PET in SUV body-weight "
+            "from the headers (patient weight, injected dose, injection and acquisition times, half-life, decay "
+            "correction), the CT also resampled onto the PET grid. Existing folders are never overwritten."
+        ),
+    )
+    convert.add_argument("src", type=Path, help="folder of DICOM files")
+    convert.add_argument("dst", type=Path, help="data set folder to write into")
+    convert.add_argument("--layout", required=True, choices=("nac", "autopet"), help="layout to write")
+    convert.set_defaults(func=run_convert)
 
 
 def _is_demo_folder(path: Path) -> bool:
@@ -104,8 +122,19 @@ def run_check(args: argparse.Namespace) -> int:
     from p2gmed.data.check import check_dataset
     from p2gmed.errors import DataError
 
-    report = check_dataset(args.dir, layout=args.layout)
+    from p2gmed.data.manifests import parse_channels
+
+    channels = parse_channels(args.channels) if args.channels else None
+    report = check_dataset(args.dir, layout=args.layout, channels=channels)
     print(report.summary())
     if report.problems:
         raise DataError(report.problems)
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from p2gmed.data.convert import convert_dicom
+
+    written = convert_dicom(args.src, args.dst, args.layout)
+    print(f"wrote {len(written)} subject(s) in layout {args.layout} to {args.dst}")
     return 0

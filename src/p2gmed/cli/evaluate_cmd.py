@@ -36,12 +36,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synthesis = common("synthesis", "PSNR, NMSE and 3D SSIM of synthesized modalities")
     synthesis.add_argument(
         "--convention", choices=("paper", "unit"), default="unit",
-        help="paper: the authors' test script (z-scored, GT background, uniform 7-window SSIM); "
-        "unit: [0,1] by the reference's p0.5-p99.5, Gaussian SSIM (default)",
+        help="paper: the authors' test script (z-scored, reference copied into the background: MRI z < -0.35, "
+        "CT/PET outside the body; uniform 7-window SSIM); unit: each volume to [0,1] by its own p0.5-p99.5, "
+        "Gaussian SSIM (default)",
     )
     brats = common("brats", "BraTS WT/TC/ET Dice (legacy rules, ET post-processed) and HD95; 15-subset tables")
     brats.add_argument("--labels", choices=("brats2023", "brats2018"), default=None,
                        help="label convention (ET = 3 or 4); default from the reference layout")
+    brats.add_argument("--metrics", choices=("legacy", "lesionwise", "both"), default="legacy",
+                       help="legacy region Dice/HD95 (default), the BraTS 2023 lesion-wise Dice/HD95, or both")
+    brats.add_argument("--challenge", default="BraTS-GLI",
+                       choices=("BraTS-GLI", "BraTS-SSA", "BraTS-MEN", "BraTS-PED", "BraTS-MET"),
+                       help="sub-challenge whose lesion dilation and minimum lesion size apply (default BraTS-GLI)")
     common("autopet", "AutoPET Dice, false-positive and false-negative volume; challenge and paper aggregates")
 
 
@@ -62,26 +68,38 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _synthesis(args):
-    from p2gmed.evaluation.synthesis import evaluate_synthesis
+    from p2gmed.evaluation.synthesis import convention_note, evaluate_synthesis
     from p2gmed.evaluation.tables import SYNTHESIS_COLUMNS, synthesis_table
 
     rows = evaluate_synthesis(args.pred, args.ref, args.convention, args.allow_missing)
-    tables = [(f"Synthesis ({args.convention} convention)", synthesis_table(rows), synthesis_table(rows, "csv"))]
+    title = f"Synthesis ({convention_note(args.convention, sorted({r['modality'] for r in rows}))})"
+    tables = [(title, synthesis_table(rows), synthesis_table(rows, "csv"))]
     return rows, SYNTHESIS_COLUMNS, tables
 
 
 def _brats(args):
     from p2gmed.evaluation.brats import evaluate_brats
+    from p2gmed.evaluation.lesionwise import evaluate_brats_metrics, lesionwise_table
     from p2gmed.evaluation.tables import BRATS_COLUMNS, brats_table, subset_detail_table, subset_table
 
-    rows = evaluate_brats(args.pred, args.ref, args.labels, args.allow_missing)
-    tables = [("BraTS segmentation", brats_table(rows), brats_table(rows, "csv"))]
-    if any("source" in r for r in rows):
+    if args.metrics == "legacy":
+        rows, columns = evaluate_brats(args.pred, args.ref, args.labels, args.allow_missing), BRATS_COLUMNS
+    else:
+        rows, columns = evaluate_brats_metrics(
+            args.pred, args.ref, args.labels, args.allow_missing, args.metrics, args.challenge
+        )
+    tables = []
+    if args.metrics != "lesionwise":
+        tables.append(("BraTS segmentation", brats_table(rows), brats_table(rows, "csv")))
+    if args.metrics != "legacy":
+        title = f"BraTS 2023 lesion-wise ({args.challenge})"
+        tables.append((title, lesionwise_table(rows), lesionwise_table(rows, "csv")))
+    if args.metrics != "lesionwise" and any("source" in r for r in rows):
         tables += [
             ("Missing-modality protocol (Table 3 layout)", subset_table(rows), subset_table(rows, "csv")),
             ("Every subset (Table 10 layout)", subset_detail_table(rows), subset_detail_table(rows, "csv")),
         ]
-    return rows, BRATS_COLUMNS, tables
+    return rows, columns, tables
 
 
 def _autopet(args):

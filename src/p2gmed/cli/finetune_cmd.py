@@ -5,7 +5,8 @@
         [--max-steps N] [--resume] [--set key=value ...] [--device D]
 
 Initialisations (the paper's comparisons): `--init CKPT` all weights of our pre-training into our
-architecture; `--init CKPT --encoder-only` only the pre-trained Swin encoder into stock MONAI SwinUNETR;
+architecture; `--init CKPT --encoder-only` everything but the decoder: the pre-trained Swin encoder into stock
+MONAI SwinUNETR, or with `--architecture p2g` also the prior O, its attention and the fusion (Table 6);
 `--init-swinvit FILE` the Swin encoder of Tang et al. 2022 (`model_swinvit.pt`) into stock SwinUNETR;
 neither: from scratch.
 """
@@ -55,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--encoder-only",
         action="store_true",
-        help="with --init: load only the pre-trained Swin encoder (default architecture then swinunetr)",
+        help="with --init: load everything but the decoder (the Swin encoder; with --architecture p2g also the "
+        "prior O, its attention and the fusion); default architecture then swinunetr",
     )
     p.add_argument(
         "--architecture",

@@ -4,7 +4,9 @@
     p2g predict --model syn.pt --out DIR --case-dir CASE_OR_DATASET_DIR [--layout L]
 
 `--case-dir` takes one case folder of a supported layout, or a whole data set folder (batch mode: every case,
-a progress bar and a summary). Checkpoints are read once for all cases.
+a progress bar and a summary; `--continue` skips finished cases, `--part I/N` predicts one of N shards).
+Checkpoints are read once for all cases. The work is done by `p2gmed.inference` (the same core as the Python API,
+`p2gmed.load`); this module only parses arguments and prints.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--model", action="append", required=True, metavar="CKPT",
-                   help="p2gmed checkpoint; repeat to give a synthesis (or pre-training) and a segmentation model")
+                   help="p2gmed checkpoint (training or exported); repeat to give a synthesis (or pre-training) and "
+                   "a segmentation model; several of one kind are averaged as an ensemble (N times the cost)")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", nargs="+", metavar="MOD=PATH",
@@ -50,6 +53,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=("gaussian", "constant"), help="window blending (default: the model's config)")
     p.add_argument("--stitch", choices=("auto", "cpu", "same"),
                    help="where the whole volume is accumulated; cpu bounds GPU memory for whole-body PET/CT")
+    p.add_argument("--naming", choices=("p2g", "nnunet", "brats"), default="p2g",
+                   help="output names: p2g <case>_<mod|seg>; nnunet segmentation <case>.nii.gz; brats "
+                   "<case>-<mod>.nii.gz and segmentation <case>.nii.gz (default p2g)")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time mirroring: average the 8 mirrorings of every window (8 times the network cost)")
+    p.add_argument("--no-resample", dest="resample", action="store_false",
+                   help="predict on the input's own spacing instead of the spacing the model was trained at")
+    p.add_argument("--continue", dest="skip_complete", action="store_true",
+                   help="with --case-dir: skip cases whose outputs and sidecar from the same models are complete")
+    p.add_argument("--part", metavar="I/N", help="with --case-dir: predict only shard I of N (1-based)")
+    p.add_argument("--channels", metavar="0=ct,1=pet",
+                   help="nnU-Net data sets: channel index to modality, instead of dataset.json's names")
     p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -72,29 +87,39 @@ def parse_inputs(items: list[str]) -> dict[str, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from p2gmed.device import resolve_device
-    from p2gmed.inference.models import load_models
-    from p2gmed.inference.predict import PredictOptions, predict_case, predict_folder
+    from p2gmed.data.manifests import parse_channels
+    from p2gmed.inference.api import load
+    from p2gmed.inference.batch import parse_part, predict_folder
+    from p2gmed.inference.predict import predict_case
 
     inputs = parse_inputs(args.input) if args.input else None
     if args.case and not inputs:
         raise InputError("--case names the output of --input files; with --case-dir the subject ids are used")
+    for flag, value in (("--continue", args.skip_complete), ("--part", args.part), ("--channels", args.channels)):
+        if value and inputs is not None:
+            raise InputError(f"{flag} applies to --case-dir (a data set folder), not to --input files")
     if args.case_dir is not None and not args.case_dir.exists():
         raise InputError(f"--case-dir {args.case_dir} does not exist")
-    device = resolve_device(args.device)
-    models = load_models(args.model, device)
-    options = PredictOptions(
-        overlap=args.overlap, sw_batch_size=args.sw_batch_size, mode=args.mode, stitch=args.stitch,
-        reconstruct_given=args.reconstruct_given, progress=not args.no_progress and inputs is not None,
+    part = parse_part(args.part) if args.part else None
+    channels = parse_channels(args.channels) if args.channels else None
+    model = load(
+        args.model, args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size, mode=args.mode,
+        stitch=args.stitch, reconstruct_given=args.reconstruct_given, resample=args.resample, tta=args.tta,
+        naming=args.naming, progress=not args.no_progress and inputs is not None,
     )
     if inputs is not None:
-        sidecar = predict_case(models, inputs, args.out, args.case, options, device)
+        sidecar = predict_case(model.models, inputs, args.out, args.case, model.options, model.device)
         _print_case(sidecar, args.out)
         return 0
     summary = predict_folder(
-        models, args.case_dir, args.out, options, device, layout=args.layout, progress=not args.no_progress
+        model.models, args.case_dir, args.out, model.options, model.device, layout=args.layout,
+        progress=not args.no_progress, skip_complete=args.skip_complete, part=part, channels=channels,
     )
-    print(f"predicted {len(summary['done'])} case(s) into {args.out} in {summary['seconds']:.1f} s")
+    shard = f" (part {part[0]}/{part[1]})" if part else ""
+    done = f"predicted {len(summary['done'])} case(s){shard} into {args.out} in {summary['seconds']:.1f} s"
+    if summary["skipped"]:
+        done += f"; {len(summary['skipped'])} already complete, skipped"
+    print(done)
     for case, reason in summary["failed"].items():
         print(f"  skipped {case}: {reason}")
     if summary["failed"]:

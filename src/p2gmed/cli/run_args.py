@@ -56,12 +56,14 @@ def run_config(args: argparse.Namespace, **sections: dict[str, Any]) -> Config:
     """The preset and its `--set` overrides, then the command's flags as typed fields (the flags win).
 
     `--device` sets train.device; `--max-steps N` sets train.max_steps = N and train.epochs = 0 (it replaces
-    an epoch count); `sections` are the command's own fields, e.g. `tune={"task": "segmentation"}`.
+    an epoch count); `sections` are the command's own fields, e.g. `tune={"task": "segmentation"}`. When
+    neither the preset (with its `extends`) nor `--set` names `data.modalities`, they are the modalities the
+    data set at `--data` has, so that the MRI default does not meet an AutoPET folder.
 
     Raises:
-        InputError: a bad preset or override, or --max-steps below 1.
+        InputError: a bad preset or override, --max-steps below 1, or a data set with no known modality.
     """
-    from p2gmed.config import load_config, replace_fields
+    from p2gmed.config import load_config, names_setting, replace_fields
     from p2gmed.errors import InputError
 
     train: dict[str, Any] = {}
@@ -71,7 +73,24 @@ def run_config(args: argparse.Namespace, **sections: dict[str, Any]) -> Config:
         if args.max_steps < 1:
             raise InputError(f"--max-steps must be at least 1, got {args.max_steps}")
         train.update(max_steps=args.max_steps, epochs=0)
-    return replace_fields(load_config(args.config, args.overrides), train=train, **sections)
+    cfg = load_config(args.config, args.overrides)
+    if not names_setting(args.config, args.overrides, "data", "modalities"):
+        cfg = replace_fields(cfg, data={"modalities": dataset_modalities(args.data, cfg.data.layout)})
+    return replace_fields(cfg, train=train, **sections).validate()
+
+
+def dataset_modalities(data_dir: Path, layout: str) -> tuple[str, ...]:
+    """The modalities p2gmed knows that the data set has, in canonical order."""
+    from p2gmed.data.read import read_dataset
+    from p2gmed.errors import InputError
+    from p2gmed.modalities import ALL
+
+    present = {m for subject in read_dataset(data_dir, layout) for m in subject.images}
+    modalities = tuple(m for m in ALL if m in present)
+    if not modalities:
+        raise InputError(f"{data_dir} has none of the modalities p2gmed knows ({', '.join(ALL)})")
+    logging.getLogger(__name__).info("data.modalities from the data set: %s", ", ".join(modalities))
+    return modalities
 
 
 def run_on_every_rank(train: Callable[[], Path]) -> tuple[Path, bool]:
@@ -95,3 +114,4 @@ def run_on_every_rank(train: Callable[[], Path]) -> tuple[Path, bool]:
 
             torch.distributed.destroy_process_group()
     return result, main_process
+

@@ -186,8 +186,13 @@ def check_subject(subject: Subject, report: CheckReport) -> None:
             _check_file(subject.label, ref, subject.labels, report, is_label=True)
 
 
-def check_dataset(root: str | Path, layout: str = "auto", modalities: list[str] | None = None) -> CheckReport:
-    """Validate every file of a data set.
+def check_dataset(
+    root: str | Path,
+    layout: str = "auto",
+    modalities: list[str] | None = None,
+    channels: dict[int, str] | None = None,
+) -> CheckReport:
+    """Validate every file of a data set (`channels`: nnU-Net channel index -> modality, see `read_dataset`).
 
     Returns the report; the caller decides what problems mean (`p2g data check` raises `DataError(problems)`).
 
@@ -196,7 +201,7 @@ def check_dataset(root: str | Path, layout: str = "auto", modalities: list[str] 
     """
     root = Path(root)
     found = detect_layout(root) if layout == "auto" else layout
-    subjects = read_dataset(root, found, modalities)
+    subjects = read_dataset(root, found, modalities, channels=channels)
     present = {m for s in subjects for m in s.images}
     expected = EXPECTED.get(found, tuple(m for m in ALL if m in present))
     if modalities:

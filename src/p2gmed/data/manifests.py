@@ -78,18 +78,36 @@ def _nnunet_channels(dataset_json: Path, meta: dict) -> dict[int, str]:
         raise DataError(
             f"{dataset_json} channel names {raw} do not name distinct modalities (nnU-Net normalisation "
             f"schemes such as 'CT' for a PET channel cannot be told apart); rename the channels by modality, "
-            f"e.g. 'CT', 'PET'."
+            f"e.g. 'CT', 'PET', or name them with --channels 0=ct,1=pet."
         )
     return channels
 
 
-def read_nnunet(root: Path) -> list[Subject]:
+def parse_channels(text: str) -> dict[int, str]:
+    """"0=ct,1=pet" -> {0: "ct", 1: "pet"} (canonical names); InputError for a malformed or repeated entry."""
+    channels: dict[int, str] = {}
+    for item in str(text).split(","):
+        index, sep, name = item.strip().partition("=")
+        if not sep or not index.strip().isdigit() or not name.strip():
+            raise InputError(f"--channels expects INDEX=MODALITY[,INDEX=MODALITY...] (e.g. 0=ct,1=pet), got '{text}'")
+        modality = canonical(name.strip())
+        if int(index) in channels or modality in channels.values():
+            raise InputError(f"--channels '{text}' names a channel or a modality twice")
+        channels[int(index)] = modality
+    return channels
+
+
+def read_nnunet(root: Path, channels: dict[int, str] | None = None) -> list[Subject]:
+    """Subjects of an nnU-Net raw data set; `channels` (index -> modality) overrides dataset.json's names."""
     dataset_json = root / "dataset.json"
     try:
         meta = json.loads(dataset_json.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"{dataset_json} cannot be read as JSON ({exc}).") from None
-    channels = _nnunet_channels(dataset_json, meta)
+    if channels is None:
+        channels = _nnunet_channels(dataset_json, meta)
+    else:
+        channels = {int(k): canonical(v) for k, v in channels.items()}
     ending = meta.get("file_ending", ".nii.gz")
     convention = label_convention(meta.get("labels"))
     pattern = re.compile(rf"^(.+)_(\d{{4}}){re.escape(ending)}$")

@@ -198,7 +198,10 @@ def _select(subjects: Iterable[Subject], modalities: Iterable[str] | None) -> li
 
 
 def read_dataset(
-    root: str | Path, layout: str = "auto", modalities: Iterable[str] | None = None
+    root: str | Path,
+    layout: str = "auto",
+    modalities: Iterable[str] | None = None,
+    channels: dict[int, str] | None = None,
 ) -> list[Subject]:
     """All subjects of a data set, sorted by subject id.
 
@@ -206,6 +209,8 @@ def read_dataset(
         root: the data set folder (a JSON datalist file for `decathlon`); a single case folder works too.
         layout: one of `layouts.LAYOUTS`, or "auto" to detect it.
         modalities: keep only these modalities (any accepted spelling) in `Subject.images`; None keeps all.
+        channels: nnU-Net channel index -> modality, instead of dataset.json's names (`--channels 0=ct,1=pet`
+            for data sets such as AutoPET-II whose dataset.json names both channels "CT").
 
     Raises:
         InputError: unknown layout name. DataError: nothing readable, naming the folder.
@@ -219,7 +224,11 @@ def read_dataset(
         layout = detect_layout(root)
     elif not root.exists():
         raise DataError(f"{root} does not exist.")
-    subjects = sorted(_READERS[layout](root), key=lambda s: s.subject_id)
+    if channels is not None and layout != "nnunet":
+        raise InputError(f"--channels applies to nnU-Net data sets, but {root} is in the {layout} layout")
+    reader = _READERS[layout]
+    found = read_nnunet(root, channels) if layout == "nnunet" else reader(root)
+    subjects = sorted(found, key=lambda s: s.subject_id)
     if not subjects:
         raise DataError(f"{root} holds no {layout} subjects.")
     ids = [s.subject_id for s in subjects]

@@ -113,14 +113,22 @@ class TrainBatches:
         cfg: full `Config` (train.batch_size, data.roi_size, crops_per_subject, flip_prob, rot90_prob).
         seed: run seed.
         rank, world: this process's rank and the number of processes (DDP).
+        keep_rotation_plane: pre-training: leave the (D, H) plane of the equivariance rotations phi
+            (models/rotation.py) as stored -- no rot90 and flips along W only -- so that phi's k, the label of
+            Eq. 5, is the crop's true rotation. A rot90 in that plane would add to k unseen, and a flip of D or H
+            mirrors the plane (on a near-symmetric brain, a D flip then an H flip looks like a 180-degree turn).
     """
 
-    def __init__(self, loaded: Sequence[Any], cfg: Any, seed: int, rank: int = 0, world: int = 1):
+    def __init__(
+        self, loaded: Sequence[Any], cfg: Any, seed: int, rank: int = 0, world: int = 1,
+        *, keep_rotation_plane: bool = False,
+    ):
         if not len(loaded):
             raise DataError("no training subjects to draw batches from.")
         if not 0 <= rank < world:
             raise InputError(f"rank {rank} is outside world size {world}")
         self.loaded, self.cfg, self.seed, self.rank, self.world = loaded, cfg, int(seed), rank, world
+        self.keep_rotation_plane = keep_rotation_plane
         self.roi = tuple(int(r) for r in cfg.data.roi_size)
         if self.roi[0] != self.roi[1]:
             raise InputError(f"data.roi_size must have equal first two axes for rot90, got {self.roi}")
@@ -174,10 +182,13 @@ class TrainBatches:
         return self._augment(tensors, rng)
 
     def _augment(self, tensors: list[torch.Tensor], rng: np.random.Generator):
-        """Random flips per spatial axis, then rot90 in the plane of the first two spatial axes."""
+        """Random flips per spatial axis, then rot90 in the plane of the first two spatial axes (phi's plane);
+        with `keep_rotation_plane`, only the flip along W (it commutes with every phi)."""
         data = self.cfg.data
         flips = [axis + 1 for axis in range(3) if rng.random() < data.flip_prob]
         k = int(rng.integers(1, 4)) if rng.random() < data.rot90_prob else 0
+        if self.keep_rotation_plane:
+            flips, k = [axis for axis in flips if axis == 3], 0
         out = []
         for t in tensors:
             t = torch.flip(t, flips) if flips else t

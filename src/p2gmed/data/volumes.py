@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -102,7 +103,10 @@ def _check_geometry(files: dict[str, Any]) -> None:
 
 def _load_arrays(files: dict[str, Any], data_cfg: Any) -> dict[str, Any]:
     """MONAI: load each file as a (1, D, H, W) MetaTensor, reorient to RAS, resample if `data.spacing`."""
-    loader = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=True, dtype=np.float32)
+
+    with warnings.catch_warnings():  # MONAI builds every reader it knows; with pydicom installed its DICOM
+        warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")  # reader warns, and we read NIfTI only
+        loader = LoadImage(reader="NibabelReader", image_only=True, ensure_channel_first=True, dtype=np.float32)
     arrays = {}
     for key, path in files.items():
         try:

@@ -5,8 +5,9 @@ Regions (p2gmed.data.layouts.REGIONS): WT = {1, 2, ET}, TC = {1, ET}, ET = {ET} 
 
 - Dice: 2|A n B| / (|A| + |B|); both empty -> 1, exactly one empty -> 0 (legacy BraTS, RFNet/mmFormer,
   MONAI ``DiceMetric(ignore_empty=False)``).
-- ET post-processed (``dice_et_pp``, RFNet/mmFormer "enhancing_postpro"): fewer than 500 predicted ET voxels
-  -> the predicted ET is emptied for this column only (WT, TC and HD95 use the raw prediction).
+- ET post-processed (``dice_et_pp``, RFNet/mmFormer "enhancing_postpro"): a predicted ET smaller than 500 mm^3
+  (RFNet/mmFormer's 500 voxels on BraTS's 1 mm grid, scaled by the voxel volume of the header spacing) is
+  emptied for this column only (WT, TC and HD95 use the raw prediction).
 - HD95: MedPy's ``hd95`` (95th percentile of the pooled surface distances in both directions, surfaces from a
   face-connected erosion, voxel spacing in mm) with nnU-Net v1's ``compute_BraTS_HD95`` empty rules: both
   empty -> 0, exactly one empty -> 373.12866.
@@ -24,8 +25,9 @@ from p2gmed.data.layouts import LABEL_VALUES, REGIONS
 from p2gmed.errors import InputError
 
 BRATS_LABELS = ("brats2023", "brats2018")
-#: predicted ET smaller than this (voxels) counts as no ET in ``dice_et_pp`` (RFNet/mmFormer)
-ET_POSTPROCESS_VOXELS = 500
+#: predicted ET smaller than this volume (mm^3) counts as no ET in ``dice_et_pp``: RFNet/mmFormer's 500 voxels on
+#: BraTS's 1 mm isotropic grid
+ET_POSTPROCESS_MM3 = 500.0
 #: HD95 when exactly one of prediction and reference is empty (legacy BraTS / nnU-Net v1)
 HD95_ONE_EMPTY = 373.12866
 REGION_NAMES = ("wt", "tc", "et")
@@ -104,7 +106,7 @@ def brats_metrics(
         pred_labels: (D, H, W) integer label volume of the prediction.
         ref_labels: (D, H, W) integer label volume of the reference, same convention.
         labels: "brats2023" (ET = 3) or "brats2018" (ET = 4, also BraTS 2019-2021).
-        spacing: voxel size in mm (from the NIfTI header) for HD95.
+        spacing: voxel size in mm (from the NIfTI header) for HD95 and the ET post-processing volume.
 
     Returns:
         dict with the keys of METRIC_COLUMNS.
@@ -121,11 +123,24 @@ def brats_metrics(
     check_labels(ref_labels, labels, "the reference")
     pred, ref = region_masks(pred_labels, labels), region_masks(ref_labels, labels)
     result = {f"dice_{r}": legacy_dice(pred[r], ref[r]) for r in REGION_NAMES}
-    et_pp = pred["et"] if pred["et"].sum() >= ET_POSTPROCESS_VOXELS else np.zeros_like(pred["et"])
+    et_mm3 = float(pred["et"].sum()) * float(np.prod(spacing))
+    et_pp = pred["et"] if et_mm3 >= ET_POSTPROCESS_MM3 - 1e-6 else np.zeros_like(pred["et"])
     result["dice_et_pp"] = legacy_dice(et_pp, ref["et"])
     result.update({f"hd95_{r}": hd95(pred[r], ref[r], spacing) for r in REGION_NAMES})
     return {key: result[key] for key in METRIC_COLUMNS}
 
+
+
+def resolve_labels(refs: dict, labels: str | None, ref_dir: str | Path) -> str:
+    """The BraTS label convention: `labels` if given, else the one every reference case's layout implies."""
+    if labels is None:
+        found = {f.labels for f in refs.values()}
+        if len(found) != 1 or None in found:
+            raise InputError(f"cannot tell the label convention of {ref_dir}; pass --labels brats2023|brats2018")
+        labels = found.pop()
+    if labels not in BRATS_LABELS:
+        raise InputError(f"label convention '{labels}' is not BraTS; use --labels brats2023|brats2018")
+    return labels
 
 
 def evaluate_brats(
@@ -146,13 +161,7 @@ def evaluate_brats(
 
     by_source = scan_predictions(pred_dir)
     refs = reference_segmentations(ref_dir)
-    if labels is None:
-        found = {f.labels for f in refs.values()}
-        if len(found) != 1 or None in found:
-            raise InputError(f"cannot tell the label convention of {ref_dir}; pass --labels brats2023|brats2018")
-        labels = found.pop()
-    if labels not in BRATS_LABELS:
-        raise InputError(f"label convention '{labels}' is not BraTS; use --labels brats2023|brats2018")
+    labels = resolve_labels(refs, labels, ref_dir)
     rows = []
     for case, source, pred_file, pred, ref_file, ref in segmentation_pairs(pred_dir, by_source, refs, allow_missing):
         try:

@@ -1,8 +1,10 @@
 """Find prediction and reference files, pair them by case and modality, and load them with checks.
 
-Predictions (``--pred DIR``) are named as ``p2g predict`` writes them: ``<case>_<modality>.nii.gz`` and
-``<case>_seg.nii.gz`` (the case is everything before the last underscore). A folder of source subsets holds one
-subfolder per subset, ``from-<mod>[+<mod>...]``. References (``--ref DIR``) are either a flat folder in the same
+Predictions (``--pred DIR``) are named as ``p2g predict`` writes them (``<case>_<modality>.nii.gz``,
+``<case>_seg.nii.gz``), as nnU-Net does (segmentation ``<case>.nii.gz``) or as BraTS submissions
+(``BraTS-GLI-XXXXX-YYY.nii.gz``, synthesized ``BraTS-GLI-XXXXX-YYY-t1n.nii.gz``); see ``inference.naming``.
+A folder of source subsets holds one subfolder per subset,
+``from-<mod>[+<mod>...]``. References (``--ref DIR``) are either a flat folder in the same
 naming or a data set in any layout ``p2gmed.data.read.read_dataset`` knows (the case is the subject id).
 """
 
@@ -17,13 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from p2gmed.errors import DataError, InputError
-from p2gmed.modalities import ALIASES, ALL, canonical
+from p2gmed.inference.naming import SEG, split_name
+from p2gmed.modalities import ALL, canonical
 
 log = logging.getLogger(__name__)
 
-SEG_KEY = "seg"
-#: file-name keys after the last ``_<key>``, longest first so that ``_pet_nac`` wins over ``_nac``
-_KEYS = sorted([*ALIASES, SEG_KEY], key=len, reverse=True)
+SEG_KEY = SEG
 #: geometry tolerance (mm) between a prediction's and its reference's affine
 AFFINE_ATOL = 1e-3
 
@@ -42,28 +43,21 @@ def _is_nifti(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith((".nii", ".nii.gz"))
 
 
-def split_name(file_name: str) -> tuple[str, str]:
-    """(case, key) of ``<case>_<modality|seg>.nii[.gz]``; ("", "") when the name does not follow it."""
-    stem = re.sub(r"\.nii(\.gz)?$", "", file_name, flags=re.IGNORECASE)
-    for key in _KEYS:
-        if stem.lower().endswith("_" + key) and len(stem) > len(key) + 1:
-            return stem[: -len(key) - 1], key
-    return "", ""
-
-
 def scan_flat(folder: Path) -> dict[str, CaseFiles]:
-    """Cases of a flat folder of ``<case>_<modality|seg>.nii.gz`` files (other files, e.g. JSON, are ignored).
+    """Cases of a flat folder of predictions in p2g, nnU-Net or BraTS naming (other files, e.g. JSON, are ignored).
 
     Raises:
-        InputError: a NIfTI file whose name does not follow the pattern, or a duplicate case/modality.
+        InputError: a duplicate case/modality (e.g. both ``c_seg.nii.gz`` and ``c.nii.gz``).
     """
     cases: dict[str, CaseFiles] = {}
     for path in sorted(p for p in folder.iterdir() if _is_nifti(p)):
         case, key = split_name(path.name)
         if not case:
-            raise InputError(f"{path} is not named <case>_<modality>.nii.gz or <case>_seg.nii.gz")
+            raise InputError(f"{path} is not named <case>_<modality>.nii.gz, <case>_seg.nii.gz or <case>.nii.gz")
         entry = cases.setdefault(case, CaseFiles(case))
         if key == SEG_KEY:
+            if entry.seg is not None:
+                raise InputError(f"{path} and {entry.seg} are both the segmentation of case '{case}'")
             entry.seg = path
             continue
         modality = canonical(key)
@@ -103,7 +97,7 @@ def scan_predictions(pred_dir: str | Path) -> dict[str | None, dict[str, CaseFil
         raise InputError(f"{folder} mixes prediction files with from-<modality> subfolders; keep one kind")
     if not subsets:
         if not flat:
-            raise InputError(f"no <case>_<modality>.nii.gz predictions found in {folder}")
+            raise InputError(f"no NIfTI predictions (<case>_<modality>.nii.gz or <case>.nii.gz) found in {folder}")
         return {None: flat}
     by_source: dict[str | None, dict[str, CaseFiles]] = {}
     for sub in subsets:

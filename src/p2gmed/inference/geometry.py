@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import nibabel as nib
 import numpy as np
@@ -57,61 +58,96 @@ class NativeGeometry:
         return tuple(float(v) for v in nib.affines.voxel_sizes(self.affine))  # type: ignore[return-value]
 
 
-def _load_one(modality: str, path: Path) -> tuple[np.ndarray, nib.spatialimages.SpatialImage]:
-    """Read one file as float32 (X, Y, Z); DataError naming the file when it cannot be used."""
+#: what a case's input may be: a NIfTI file, a nibabel image, or an (array (X, Y, Z), affine (4, 4)) pair
+ImageSource = Union[str, Path, nib.spatialimages.SpatialImage, tuple]
+
+
+def describe_source(modality: str, source: ImageSource) -> str:
+    """How messages name an input: its file, or "the <modality> image" for an in-memory one."""
+    if isinstance(source, (str, Path)):
+        return str(source)
+    name = getattr(source, "get_filename", lambda: None)()
+    return str(name) if name else f"the {modality} image"
+
+
+def _as_image(modality: str, source: ImageSource) -> nib.spatialimages.SpatialImage:
+    """A nibabel image from a path, an image or an (array, affine) pair; DataError naming what is wrong."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        try:
+            return nib.load(str(path))
+        except FileNotFoundError:
+            raise DataError(f"{path}: file does not exist (given for {modality})") from None
+        except Exception as exc:  # nibabel raises many types for corrupt or foreign files
+            raise DataError(f"{path}: cannot be read as a NIfTI image ({type(exc).__name__}: {exc})") from None
+    if isinstance(source, nib.spatialimages.SpatialImage):
+        return source
+    if isinstance(source, tuple) and len(source) == 2:
+        array, affine = np.asarray(source[0]), np.asarray(source[1], dtype=np.float64)
+        if affine.shape != (4, 4) or not np.isfinite(affine).all():
+            raise DataError(f"the {modality} input's affine must be a finite 4x4 matrix, got shape {affine.shape}")
+        return nib.Nifti1Image(array.astype(np.float32, copy=False), affine)
+    raise DataError(
+        f"the {modality} input is a {type(source).__name__}; give a NIfTI path, a nibabel image or an "
+        "(array, affine) pair"
+    )
+
+
+def _load_one(modality: str, source: ImageSource) -> tuple[np.ndarray, nib.spatialimages.SpatialImage]:
+    """Read one input as float32 (X, Y, Z); DataError naming the file when it cannot be used."""
+    img = _as_image(modality, source)
+    name = describe_source(modality, source)
     try:
-        img = nib.load(str(path))
         data = np.asarray(img.dataobj, dtype=np.float32)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file does not exist (given for {modality})") from None
-    except Exception as exc:  # nibabel raises many types for corrupt or foreign files
-        raise DataError(f"{path}: cannot be read as a NIfTI image ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:  # truncated files fail only when the data are read
+        raise DataError(f"{name}: cannot be read as a NIfTI image ({type(exc).__name__}: {exc})") from None
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise DataError(f"{path}: expected a 3D volume, got shape {data.shape}")
+        raise DataError(f"{name}: expected a 3D volume, got shape {data.shape}")
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
-        raise DataError(f"{path}: {bad} voxels are NaN or infinite")
+        raise DataError(f"{name}: {bad} voxels are NaN or infinite")
     return data, img
 
 
-def load_case(inputs: dict[str, Path]) -> tuple[dict[str, np.ndarray], NativeGeometry]:
+def load_case(inputs: dict[str, ImageSource]) -> tuple[dict[str, np.ndarray], NativeGeometry]:
     """Load a case's modalities and check that they share one grid.
 
     Args:
-        inputs: canonical modality name -> NIfTI file; the first entry is the geometry reference.
+        inputs: canonical modality name -> NIfTI file, nibabel image or (array, affine) pair; the first entry
+            is the geometry reference.
 
     Returns:
-        (arrays, geometry): float32 arrays (X, Y, Z) in the files' own voxel order, and their common geometry.
+        (arrays, geometry): float32 arrays (X, Y, Z) in the inputs' own voxel order, and their common geometry.
 
     Raises:
-        DataError: one sentence per bad file (unreadable, not 3D, NaN/inf), or per file whose shape or affine
-            differs from the reference, naming both files.
+        DataError: one sentence per bad input (unreadable, not 3D, NaN/inf), or per input whose shape or affine
+            differs from the reference, naming both.
     """
     arrays: dict[str, np.ndarray] = {}
     images = {}
     problems: list[str] = []
-    for modality, path in inputs.items():
+    for modality, source in inputs.items():
         try:
-            arrays[modality], images[modality] = _load_one(modality, Path(path))
+            arrays[modality], images[modality] = _load_one(modality, source)
         except DataError as exc:
             problems.extend(exc.problems)
     if problems:
         raise DataError(problems)
     ref_mod = next(iter(inputs))
-    ref_path, ref_img = Path(inputs[ref_mod]), images[ref_mod]
+    ref_name, ref_img = describe_source(ref_mod, inputs[ref_mod]), images[ref_mod]
     for modality, img in images.items():
-        path = Path(inputs[modality])
+        name = describe_source(modality, inputs[modality])
         if arrays[modality].shape != arrays[ref_mod].shape:
             problems.append(
-                f"{path} has shape {arrays[modality].shape} but {ref_path} has {arrays[ref_mod].shape}; "
+                f"{name} has shape {arrays[modality].shape} but {ref_name} has {arrays[ref_mod].shape}; "
                 "all inputs of a case must share one grid"
             )
         elif not np.allclose(img.affine, ref_img.affine, atol=AFFINE_ATOL):
             diff = float(np.abs(img.affine - ref_img.affine).max())
             problems.append(
-                f"{path} has another affine than {ref_path} (largest difference {diff:.4g}); "
+                f"{name} has another affine than {ref_name} (largest difference {diff:.4g}); "
                 "all inputs of a case must share one grid (resample them onto one first)"
             )
     if problems:
@@ -121,7 +157,7 @@ def load_case(inputs: dict[str, Path]) -> tuple[dict[str, np.ndarray], NativeGeo
         shape=arrays[ref_mod].shape,  # type: ignore[arg-type]
         affine=np.asarray(ref_img.affine, dtype=np.float64),
         header=header.copy(),
-        reference=ref_path,
+        reference=Path(ref_name),
     )
     return arrays, geometry
 

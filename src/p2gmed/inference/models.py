@@ -37,6 +37,8 @@ class LoadedModel:
         out_channels: C.
         labels: label convention of a segmentation model ("brats2023", "brats2018", "autopet"), else None.
         versions: {p2gmed, monai, torch} it was trained with.
+        spacing: the voxel spacing (mm, RAS axes) it was trained at, or None when the checkpoint does not say
+            (then inference runs on the native grid).
     """
 
     model: nn.Module
@@ -48,6 +50,7 @@ class LoadedModel:
     out_channels: int
     labels: str | None = None
     versions: dict[str, str] | None = None
+    spacing: tuple[float, float, float] | None = None
 
     @property
     def synthesizes(self) -> bool:
@@ -65,6 +68,7 @@ class LoadedModel:
             "architecture": self.architecture,
             "modalities": list(self.modalities),
             "labels": self.labels,
+            "training_spacing": list(self.spacing) if self.spacing else None,
             "versions": dict(self.versions or {}),
         }
 
@@ -105,7 +109,17 @@ class LoadedModel:
             out_channels=out_channels,
             labels=labels if task in SEGMENTATION_TASKS else None,
             versions=ckpt.get("versions"),
+            spacing=training_spacing(ckpt, cfg),
         )
+
+
+def training_spacing(ckpt: dict[str, Any], cfg: Config) -> tuple[float, float, float] | None:
+    """The spacing a checkpoint's model was trained at: the configured resampling target, else the median spacing
+    of its training subjects (recorded as `spacing` by training), else None (an older checkpoint)."""
+    spacing = cfg.data.spacing if cfg.data.spacing is not None else ckpt.get("spacing")
+    if spacing is None:
+        return None
+    return tuple(float(v) for v in spacing)  # type: ignore[return-value]
 
 
 def load_models(paths: list[str | Path], device: str | torch.device = "cpu") -> list[LoadedModel]:
@@ -127,17 +141,45 @@ def load_models(paths: list[str | Path], device: str | torch.device = "cpu") -> 
 
 
 def check_models(models: list[LoadedModel]) -> None:
-    """At least one model; at most one that synthesizes and one that segments.
+    """At least one model; the models of one kind (synthesis or segmentation) form an ensemble and must agree.
+
+    Several checkpoints of one kind (e.g. the folds of a cross-validation) are averaged at prediction time, so
+    they must read and write the same modalities (and, for segmentation, use the same label convention).
 
     Raises:
-        InputError: naming the checkpoints that clash.
+        InputError: naming the checkpoints that do not fit together.
     """
     if not models:
         raise InputError("give at least one --model checkpoint")
+    paths = [str(Path(m.path).resolve()) for m in models]
+    for i, path in enumerate(paths):
+        if path in paths[:i]:
+            raise InputError(f"{models[i].path} is given twice as --model; an ensemble needs distinct checkpoints")
     for kind, chosen in (
         ("synthesis (or pre-training)", [m for m in models if m.synthesizes]),
         ("segmentation", [m for m in models if m.segments]),
     ):
-        if len(chosen) > 1:
-            names = " and ".join(str(m.path) for m in chosen)
-            raise InputError(f"{names} are both {kind} models; give at most one of each kind")
+        first = chosen[0] if chosen else None
+        for other in chosen[1:]:
+            if other.modalities != first.modalities or other.labels != first.labels:
+                raise InputError(
+                    f"{first.path} and {other.path} are both {kind} models but read different modalities "
+                    f"({', '.join(first.modalities)} vs {', '.join(other.modalities)}) or labels; models of one "
+                    "kind are averaged as an ensemble and must agree"
+                )
+            if _normalisation(other) != _normalisation(first):
+                raise InputError(
+                    f"{first.path} and {other.path} are both {kind} models but normalise intensities differently "
+                    f"({_normalisation(first)} vs {_normalisation(other)}); their outputs cannot be averaged"
+                )
+
+
+def _normalisation(model: LoadedModel) -> tuple:
+    data = model.cfg.data
+    return (data.mri_norm, tuple(data.ct_window), float(data.pet_scale))
+
+
+def ensembles(models: list[LoadedModel]) -> list[list[LoadedModel]]:
+    """The models grouped by kind, synthesis first: each group is averaged as one ensemble."""
+    groups = [[m for m in models if m.synthesizes], [m for m in models if m.segments]]
+    return [g for g in groups if g]

@@ -9,7 +9,9 @@ modalities -> K classes): it keeps its fresh initialisation and the report says 
 
 Initialisations (cfg.tune.init):
 * ``full``: every weight of a p2gmed checkpoint (P2GNet: encoder, prior O, fusion, heads, decoder).
-* ``encoder``: only the encoder (``ENCODER_PARTS`` of SwinUNETR) -- into stock SwinUNETR or P2GNet.
+* ``encoder``: everything but the decoder -- the Swin encoder (``ENCODER_PARTS``) into stock SwinUNETR, and into
+  P2GNet also the prior O with its attention and fusion (``PRIOR_PARTS``), whose shapes do not depend on the
+  number of modalities: App. B.4 re-initialises only the decoder for the new modality set.
 * ``swinvit``: the Swin encoder of Tang et al. 2022 (`model_swinvit.pt`, keys ``module.*`` or ``swin_vit.*``).
   Its patch embedding reads 1 channel; for M input channels it is summed over its channels, repeated M times
   and divided by M, so that one modality repeated over all M channels (how P2GNet reads a modality) gives
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 #: submodules of MONAI SwinUNETR that form the encoder E: the Swin transformer, what `P2GNet.encode` runs and
 #: Tang et al. 2022 release (SwinUNETR's conv blocks `encoder1..4/10` belong to the decoder D here)
 ENCODER_PARTS = ("swinViT.",)
+#: P2GNet's prior O, its attention retrieval and the fusion conv: carried with the encoder when the target has them
+PRIOR_PARTS = ("prior.",)
 #: the output layer, re-initialised when the number of output channels changes
 OUT_LAYER = "backbone.out."
 #: keys of Tang et al. pre-training heads (rotation, contrastive, reconstruction) that an encoder load ignores
@@ -191,8 +195,9 @@ def init_from_checkpoint(
     Args:
         model: P2GNet or a MonaiBaseline.
         path: p2gmed checkpoint (e.g. `RUN/checkpoints/best.pt` of a pre-training).
-        encoder_only: load only `backbone.<ENCODER_PARTS>` (option (b) of the paper: stock SwinUNETR with our
-            pre-trained encoder); otherwise every key must match (option (a)).
+        encoder_only: load everything but the decoder: `backbone.<ENCODER_PARTS>` (option (b) of the paper:
+            stock SwinUNETR with our pre-trained encoder) and, when `model` has them, `PRIOR_PARTS` (O, its
+            attention and the fusion; App. B.4); otherwise every key must match (option (a)).
         modalities: the model's modality order; the checkpoint must have the same (channels are positional).
         task: the task being tuned; when the checkpoint's outputs mean something else (images from a
             pre-training or synthesis vs. class logits), the output layer is re-initialised even if its shape
@@ -230,6 +235,8 @@ def init_from_checkpoint(
         )
     if encoder_only:
         targets = tuple(f"backbone.{p}" for p in ENCODER_PARTS)
+        own = model.state_dict()
+        targets += tuple(p for p in PRIOR_PARTS if any(k.startswith(p) for k in own))
         source = {k: v for k, v in state.items() if k.startswith(targets)}
         report.ignored = [k for k in state if not k.startswith(targets)]
         if not source:

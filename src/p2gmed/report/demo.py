@@ -203,7 +203,8 @@ def write_report(
     md += ["", "## Timings per stage", "", stage_table(results), ""]
     md += ["## Modality synthesis (Table 2/9 layout)", "",
            "Mean over the test subjects; one source modality in, every modality out. Unit convention: each "
-           "volume scaled to [0, 1] by the reference's 0.5-99.5 percentiles, PSNR in dB, NMSE, SSIM (Gaussian).", ""]
+           "volume scaled to [0, 1] by its own 0.5-99.5 percentiles (over the reference's non-zero voxels), "
+           "PSNR in dB, NMSE, SSIM (Gaussian).", ""]
     md += [synthesis_table(read_csv(synthesis_csv)) if synthesis_csv and Path(synthesis_csv).is_file()
            else "_No synthesis metrics (the evaluation stage did not run)._", ""]
     seg = {label: mean_by(read_csv(p), ("source",), ("dice_wt", "dice_tc", "dice_et", "dice_et_pp"))

@@ -28,7 +28,7 @@ from p2gmed.errors import InputError
 from p2gmed.evaluation.tables import markdown_table, number, write_csv
 from p2gmed.io import write_text
 from p2gmed.modalities import DISPLAY, MRI, NAC, PETCT
-from p2gmed.report.paper_numbers import PAPER
+from p2gmed.report.paper_numbers import ABLATION_NAMES, PAPER
 from p2gmed.report.planning import (
     MRI_SUBSETS,
     checkpoint_of,
@@ -120,14 +120,19 @@ class _Planner:
                            data or self.pretrain_data)
 
     def finetune(self, name: str, preset: str, task: str, init: Path | None, architecture: str = "p2g",
-                 encoder_only: bool = False) -> Path:
-        """A tuning run: from `init`'s last checkpoint (all weights, or the encoder only), else from scratch."""
+                 encoder_only: bool = False, extra: dict | None = None) -> Path:
+        """A tuning run: from `init`'s last checkpoint (all weights, or all but the decoder), else from scratch."""
         argv = ["finetune", "--task", task, "--architecture", architecture]
         if init is not None:
             argv += ["--init", str(init / "checkpoints" / "last.pt")] + (["--encoder-only"] if encoder_only else [])
-        extra = {"tune": {"task": task, "architecture": architecture,
-                          "init": "scratch" if init is None else "encoder" if encoder_only else "full"}}
+        extra = merge_mappings(extra or {}, {"tune": {
+            "task": task, "architecture": architecture,
+            "init": "scratch" if init is None else "encoder" if encoder_only else "full"}})
         about = f"{task} tuning of {architecture} ({preset}, {'from ' + init.name if init else 'from scratch'})"
+        tune = yaml.safe_load((configs_dir() / preset).read_text()).get("tune", {})
+        if tune.get("sources"):  # say which pairs are tuned (Table 6: NAC-PET -> CT, AC-PET)
+            targets = ", ".join(tune.get("targets") or ["every modality"])
+            about += f": {'+'.join(tune['sources'])} -> {targets}"
         return self._train(name, about, argv, preset, extra, self.data)
 
     def _test_subjects(self) -> list:
@@ -144,8 +149,11 @@ class _Planner:
         pred, csv_path = self.out / "predictions" / slug, self.out / "evaluation" / f"{slug}.csv"
 
         def expand() -> list[list[str]]:
+            # the model's own reconstruction of its input where the table reports identity pairs (T1 -> T1,
+            # PET -> PET); Table 6 reports none, and its NAC-PET output is not trained
+            reconstruct = kind == "synthesis" and self.table != "table6"
             return predict_commands([checkpoint_of(r) for r in runs], self._test_subjects(), subsets,
-                                    self.modalities, pred, reconstruct=kind == "synthesis")
+                                    self.modalities, pred, reconstruct=reconstruct)
 
         models = " ".join(f"--model {checkpoint_of(r)}" for r in runs)
         template = (f"p2g predict {models} --out {pred}/from-<subset> --case <id> --input <modality>=<file> ..."
@@ -209,10 +217,14 @@ def build_plan(
         for i, name in enumerate(ABLATIONS, 1):
             pre = p.pretrain(f"pretrain-{i}", f"ablations/{name}.yaml")
             if table_no == 4:
-                p.method(f"pretrain {i}", [pre], singles, kind)
+                p.method(ABLATION_NAMES[i - 1], [pre], singles, kind)
             else:
-                seg = p.finetune(f"segmentation-{i}", f"ablations/{name}.yaml", "segmentation", pre)
-                p.method(f"pretrain {i}", [seg], [modalities], kind)
+                # the ablations change pre-training only: every tuning is Table 5's, L_inv included (App. B.3.2),
+                # in the architecture of its pre-training (with or without O)
+                ablation = yaml.safe_load((configs_dir() / "ablations" / f"{name}.yaml").read_text())
+                seg = p.finetune(f"segmentation-{i}", "autopet-segmentation.yaml", "segmentation", pre,
+                                 extra={"model": {"use_prior": bool(ablation["model"]["use_prior"])}})
+                p.method(ABLATION_NAMES[i - 1], [seg], [modalities], kind)
     elif table_no == 5:
         title, kind, builtin = "Lesion segmentation on AutoPET-II", "autopet", "petct"
         pre = p.pretrain("p2g-pretrain", "autopet-pretrain.yaml")
@@ -226,7 +238,8 @@ def build_plan(
         # Pre-training on AC-PET and CT; on NAC data without a separate PET/CT set its ct/pet channels are used.
         pre = p.pretrain("p2g-pretrain", "autopet-pretrain.yaml",
                          {"data": {"layout": "auto"}} if pretrain_data is None else None)
-        # the decoder is re-initialised for the new modality set: the encoder (and prior) only, P2G architecture
+        # App. B.4: NAC-PET -> CT and NAC-PET -> AC-PET only (the preset's tune.sources / tune.targets); the
+        # decoder is re-initialised: everything else (encoder, prior O, attention, fusion) comes from pre-training
         ours = p.finetune("p2g-nac", "nac-synthesis.yaml", "synthesis", pre, encoder_only=True)
         p.method("Ours", [ours], [("pet_nac",)], kind)
         for arch, label in (("swinunetr", "SwinUNETR (scratch)"), ("unetr", "UNETR (scratch)")):
@@ -276,10 +289,12 @@ def measured_rows(plan: TablePlan) -> dict[tuple[str, str, str], float]:
                 out[(method.label, "PET + CT", metric)] = 100 * summary[key]
             for metric in ("fpv_ml", "fnv_ml"):
                 out[(method.label, "PET + CT", metric)] = summary[metric]
-    if plan.kind == "synthesis" and table_no in (4, 6):  # the paper's "Avg." column
+    if plan.kind == "synthesis" and table_no in (4, 6):  # the paper's "Avg." column, over the pairs it reports
+        reported = {s for _, s, _ in PAPER[plan.table]} - {"Avg."}  # Table 6: not the identity NAC -> NAC
         for label in {k[0] for k in out}:
             for metric in ("psnr", "ssim"):
-                vals = [v for (m, s, mt), v in out.items() if m == label and mt == metric and math.isfinite(v)]
+                vals = [v for (m, s, mt), v in out.items()
+                        if m == label and mt == metric and s in reported and math.isfinite(v)]
                 if vals:
                     out[(label, "Avg.", metric)] = sum(vals) / len(vals)
     return out
@@ -290,7 +305,11 @@ def comparison(plan: TablePlan, measured: dict[tuple[str, str, str], float]) -> 
 
     Only the settings the paper reports, plus every measured one, appear; a missing side is NaN.
     """
-    paper = PAPER[plan.table]
+    paper = dict(PAPER[plan.table])
+    if plan.table in ("table4", "table6"):  # the paper's "Avg." column: the mean of the pairs it reports
+        for label, metric in {(m, mt) for m, _, mt in paper}:
+            values = [v for (m, s, mt), v in PAPER[plan.table].items() if m == label and mt == metric]
+            paper[(label, "Avg.", metric)] = sum(values) / len(values)
     settings_of_paper = {k[1] for k in paper}
     keys = list(paper) + [k for k in measured if k not in paper and (k[1] in settings_of_paper or not paper)]
     if plan.table in ("table2", "table9") or plan.kind == "brats":
@@ -327,6 +346,10 @@ def write_table(plan: TablePlan) -> tuple[Path, Path]:
             "a tiny-scale run on the built-in simulated data only shows that the pipeline runs end to end.")
     if plan.kind == "brats":
         note += " ET is the post-processed ET (dice_et_pp); Dice in %."
+    if plan.kind == "synthesis":
+        from p2gmed.evaluation.synthesis import convention_note
+
+        note += f" Metrics: {convention_note('paper', plan.modalities)}."
     write_text(md_path, f"# {plan.table}: {plan.title}\n\n{note}\n\n{comparison_markdown(rows)}\n")
     write_csv(csv_path, rows, ("table", "method", "setting", "metric", "measured", "paper"))
     return md_path, csv_path

@@ -101,6 +101,8 @@ class Trainer:
         task_name: "pretrain" | "synthesis" | "segmentation" (stored in checkpoints).
         out_channels, modalities, labels, architecture: what the model is (stored in checkpoints).
         max_steps: steps to train to (resolved from train.max_steps / train.epochs by the caller).
+        spacing: the voxel spacing (mm, RAS) the model trains at (`data.spacing.training_spacing`), stored in
+            checkpoints so that prediction resamples inputs to it.
         validation: optional periodic validation selecting `best.pt`.
         resume: continue from `RUN/checkpoints/last.pt`.
     """
@@ -119,6 +121,7 @@ class Trainer:
         max_steps: int,
         labels: str | None = None,
         architecture: str = "p2g",
+        spacing: tuple[float, float, float] | None = None,
         validation: Validation | None = None,
         resume: bool = False,
     ):
@@ -134,6 +137,7 @@ class Trainer:
             modalities=list(modalities),
             labels=labels,
         )
+        self.spacing = list(spacing) if spacing is not None else None
         self.max_steps = int(max_steps)
         self.rank, self.world = dist_utils.rank(), dist_utils.world_size()
         self.device = resolve_device(self.tcfg.device)
@@ -179,7 +183,7 @@ class Trainer:
                 scheduler=self.scheduler,
                 scaler=self.scaler,
                 best=self.best,
-                extra={"bad_validations": self.bad_validations},
+                extra={"bad_validations": self.bad_validations, "spacing": self.spacing},
                 **self.meta,
             )
         dist_utils.barrier()

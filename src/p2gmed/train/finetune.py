@@ -1,7 +1,8 @@
 """Downstream tuning, the paper's Algorithm 2 (Sec. 3.3, Eq. 8): L_down = L_ori + L_inv.
 
 One model serves every subset of modalities. At each step one non-empty subset S of a subject's available
-modalities is drawn uniformly (15 subsets for 4 modalities; the crops of a subject share it). For P2GNet:
+modalities (those of `tune.sources`, default all) is drawn uniformly (15 subsets for 4 modalities; the crops of a
+subject share it). For P2GNet:
 
     for i in S (in a random order):                                   [Algorithm 2, inner loop]
         z_i, skips_i = E(X_i repeated over the M channels)
@@ -16,8 +17,8 @@ modalities is drawn uniformly (15 subsets for 4 modalities; the crops of a subje
 when |S| = 1); `per_modality` keeps one modality's graph in memory at a time. Baselines (stock SwinUNETR /
 UNETR) read the stacked modalities with the channels outside S zeroed and have no invariance term.
 
-L_ori: synthesis -- MSE (or L1) over every available modality of the subject (the sources included) on
-foreground voxels (the paper excludes the background for generation, App. B.2.1); segmentation -- soft Dice +
+L_ori: synthesis -- MSE (or L1) over every available modality of the subject (the sources included; only
+`tune.targets` when set) on foreground voxels (the paper excludes the background for generation, App. B.2.1); segmentation -- soft Dice +
 weighted cross-entropy (mmFormer, losses/segmentation.py).
 """
 
@@ -38,6 +39,12 @@ from p2gmed.losses.invariance import InvarianceLoss, RunningAnchor
 from p2gmed.losses.objective import weighted_total
 from p2gmed.losses.segmentation import mmformer_dice, weighted_cross_entropy
 from p2gmed.models.baselines import mask_missing
+
+
+def modality_mask(cfg: Config, names: tuple[str, ...]) -> Tensor:
+    """(M,) bool over cfg.data.modalities: True for `names`; every modality when `names` is empty."""
+    order = tuple(cfg.data.modalities)
+    return torch.tensor([not names or m in names for m in order], dtype=torch.bool)
 
 
 def draw_subsets(available: Tensor, subjects: list[str], generator: torch.Generator) -> Tensor:
@@ -79,6 +86,7 @@ class FinetuneTask(abc.ABC):
     def __init__(self, model: nn.Module, cfg: Config, architecture: str) -> None:
         self.model, self.cfg, self.architecture = model, cfg, architecture
         # a baseline reads the stacked modalities: it has no per-modality X' to make invariant
+        self.sources = modality_mask(cfg, cfg.tune.sources)
         invariance = cfg.loss.invariance if architecture == "p2g" else 0.0
         weights = {**self.task_weights(cfg), "invariance": invariance}
         self.weights = {name: weight for name, weight in weights.items() if weight > 0}
@@ -112,11 +120,14 @@ class FinetuneTask(abc.ABC):
             "foreground": batch["foreground"].to(device).bool(),
         }
         available = torch.as_tensor(batch["available"], dtype=torch.bool).cpu()
-        subset = draw_subsets(available, list(batch.get("subject", [""] * len(available))), generator)
+        sources = available & self.sources
+        subset = draw_subsets(sources, list(batch.get("subject", [""] * len(available))), generator)
         rows = subset.any(1).nonzero().flatten()
         if rows.numel() == 0:
-            subjects = ", ".join(map(str, batch.get("subject", [])))
-            raise DataError(f"no modality is available in any crop of {subjects}")
+            raise DataError(
+                f"no source modality ({', '.join(self.cfg.tune.sources) or 'any'}) is available in any crop of "
+                f"{', '.join(map(str, batch.get('subject', [])))}"
+            )
         if self.architecture != "p2g":
             prediction = self.model(mask_missing(batch["image"][rows.to(device)], subset[rows]))
             losses = iter([self._total(self.task_terms(prediction, batch, rows))])
@@ -215,8 +226,9 @@ class SynthesisTask(FinetuneTask):
         if name not in self.weights:
             return {}
         rows_dev = rows.to(prediction.device)
-        available = torch.as_tensor(batch["available"], dtype=torch.bool).cpu()[rows]
         target, foreground = batch["image"][rows_dev], batch["foreground"][rows_dev]
+        targets = modality_mask(self.cfg, self.cfg.tune.targets)
+        available = torch.as_tensor(batch["available"], dtype=torch.bool).cpu()[rows] & targets
         return {name: masked_mean_error(prediction, target, available, foreground, kind=name)}
 
 

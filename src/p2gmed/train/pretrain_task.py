@@ -13,11 +13,10 @@ step's generator (Algorithm 1 line numbers in brackets, docs/method.md maps them
     L_decom(phi^{-1}(D(X'_i, skips)), all available modalities)               [Eq. 6]
     yield the terms and L_pre = sum_t w_t L_t                                 [Eq. 7]
 
-The engine back-propagates each yielded L_pre before the next modality is computed, so every modality's graph
-is freed by its own backward and memory does not grow with M. A zero weight means the term is not computed:
-contrast 0 skips both augmented views, equivariance 0 skips the rotation head (the input is still rotated: phi
-also makes the decomposition of Eq. 6 an equivariance constraint), invariance 0 skips the anchor,
-decomposition 0 skips the decoder.
+Every modality's graph is freed by its own backward, so memory does not grow with M. A zero weight means the
+term is not computed at all: contrast 0 skips both augmented views, equivariance 0 skips the rotation head
+(the input is still rotated unless `loss.rotate_inputs` is false: phi also makes the decomposition of Eq. 6 an
+equivariance constraint), invariance 0 skips the anchor, decomposition 0 skips the decoder.
 """
 
 from __future__ import annotations
@@ -202,8 +201,12 @@ class PretrainTask:
         model, w = self.model, self.weights
         m = image.shape[1]
         rows_dev = rows.to(image.device)
-        # X_h^i repeated over the M input channels, rotated by phi (kept even without the rotation head)
-        k = sample_rotations(len(rows), generator)
+        # X_h^i repeated over the M input channels, rotated by phi (kept even without the rotation head, unless
+        # loss.rotate_inputs is off: then phi is the identity)
+        if self.cfg.loss.rotate_inputs:
+            k = sample_rotations(len(rows), generator)
+        else:
+            k = torch.zeros(len(rows), dtype=torch.long)
         x = rotate(image[rows_dev, modality : modality + 1].expand(-1, m, -1, -1, -1), k)
         terms: dict[str, Tensor] = {}
         if "contrast" in w:

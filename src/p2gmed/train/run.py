@@ -26,6 +26,7 @@ from p2gmed.data.layouts import num_classes
 from p2gmed.data.read import read_dataset
 from p2gmed.data.records import Subject
 from p2gmed.data.sampling import StepLoader, TrainBatches, shard_subjects, split_subjects, steps_per_epoch
+from p2gmed.data.spacing import training_spacing
 from p2gmed.data.volumes import load_subjects
 from p2gmed.errors import InputError
 from p2gmed.io import write_text
@@ -228,7 +229,9 @@ def run_training(
         val_subjects = val_subjects[: cfg.train.val_subjects]
     rank, world, progress = dist_utils.rank(), dist_utils.world_size(), dist_utils.is_main()
     train_loaded = load_training_shard(train_subjects, cfg, rank, world, with_label=labels is not None)
-    batches = TrainBatches(train_loaded, cfg, seed=cfg.train.seed, rank=rank, world=world)
+    batches = TrainBatches(
+        train_loaded, cfg, seed=cfg.train.seed, rank=rank, world=world, keep_rotation_plane=kind == "pretrain"
+    )
     max_steps = resolve_max_steps(cfg.train, len(train_subjects), world)
     val_loaded = (
         load_subjects(val_subjects, cfg.data, progress=progress, with_label=labels is not None)
@@ -280,6 +283,7 @@ def run_training(
         out_channels=out_channels,
         modalities=modalities,
         labels=labels,
+        spacing=training_spacing(subjects, cfg.data.spacing),
         max_steps=max_steps,
         validation=validation,
         resume=resume,

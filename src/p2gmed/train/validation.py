@@ -95,9 +95,15 @@ def _slide(model: nn.Module, image: Tensor, subset: Tensor, cfg: Config) -> Tens
 def synthesis_validation(val_loaded: Any, cfg: Config) -> Validate:
     """model -> {"psnr": mean PSNR (dB, unit convention) over (single source, other available target) pairs}.
 
+    Sources and targets are restricted to `tune.sources` / `tune.targets` when those are set.
+
     Both volumes are compared inside the subject's foreground (outside set to 0), in normalised intensities,
     after the unit convention's percentile scaling (evaluation/synthesis.py).
     """
+
+    order = tuple(cfg.data.modalities)
+    wanted_sources = [i for i, m in enumerate(order) if not cfg.tune.sources or m in cfg.tune.sources]
+    wanted_targets = [i for i, m in enumerate(order) if not cfg.tune.targets or m in cfg.tune.targets]
 
     def validate(model: nn.Module) -> dict[str, float]:
         values = []
@@ -105,12 +111,13 @@ def synthesis_validation(val_loaded: Any, cfg: Config) -> Validate:
             item = val_loaded[index]
             image, fg = item.image[None].float(), item.foreground[0].numpy()
             present = item.available.nonzero().flatten().tolist()
-            for source in present if len(present) > 1 else []:
+            sources = [m for m in present if m in wanted_sources]
+            for source in sources if len(present) > 1 else []:
                 subset = torch.zeros_like(item.available, dtype=torch.bool)
                 subset[source] = True
                 prediction = _slide(model, image, subset, cfg)[0].float().numpy()
                 for target in present:
-                    if target != source:
+                    if target != source and target in wanted_targets:
                         pred, ref = unit_prepare(prediction[target] * fg, image[0, target].numpy() * fg)
                         values.append(min(psnr(pred, ref, 1.0), 100.0))  # identical volumes give inf
         return {"psnr": sum(values) / len(values) if values else float("nan")}
