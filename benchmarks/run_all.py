@@ -9,7 +9,7 @@ and the goal of issue-level targets (docs/performance.md):
 4. data:    batch building as a fraction of step time (< 10%); memory: peak with/without activation checkpointing;
    then the older comparisons (pretrain: paper vs authors' update order; sliding: where the volume is stitched).
 
-Tiny sizes by default (about ten minutes on 2 idle CPU cores); `--size paper` is for a GPU. Speed and memory are
+Tiny sizes by default (minutes on a CPU); `--size paper` is for a GPU (or an hour on a CPU). Speed and memory are
 never asserted in tests.
 """
 
