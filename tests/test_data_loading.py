@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,7 @@ import torch
 from p2gmed.config import DataConfig, load_config
 from p2gmed.data.normalization import denormalize, normalize
 from p2gmed.data.records import Subject
-from p2gmed.data.sampling import TrainBatches, split_subjects, steps_per_epoch
+from p2gmed.data.sampling import StepLoader, TrainBatches, shard_subjects, split_subjects, steps_per_epoch
 from p2gmed.data.volumes import load_subject, load_subjects
 from p2gmed.errors import DataError, InputError
 
@@ -105,7 +106,7 @@ def test_load_subject_shapes_missing_channel_and_crop(tmp_path, cfg):
     assert torch.all(item.image[3] == 0)  # t2f missing: zeros, not invented
     assert item.foreground.shape == (1, 10, 8, 8) and item.foreground.dtype == torch.bool
     assert int(item.foreground.sum()) == 8 * 6 * 6
-    assert item.label.dtype == torch.int64 and set(item.label.unique().tolist()) == {0, 3}
+    assert item.label.dtype == torch.uint8 and set(item.label.unique().tolist()) == {0, 3}  # cached as bytes
     fg = item.foreground[0]
     for c in range(3):  # nonzero z-score: brain mean 0, std 1, background 0
         assert abs(float(item.image[c][fg].mean())) < 1e-5 and float(
@@ -248,15 +249,38 @@ def test_batch_shapes_determinism_and_consecutive_crops(loaded, cfg):
     assert not torch.equal(b["image"], other["image"])
 
 
-def test_epoch_covers_every_subject_once_and_ranks_are_disjoint(loaded, cfg):
+def test_epoch_covers_every_subject_of_the_shard_once(loaded, cfg):
     cfg.train.batch_size = 1
     assert steps_per_epoch(4, 1, world=2) == 2 and steps_per_epoch(5, 1, world=2) == 3
-    ranks = [TrainBatches(loaded, cfg, seed=0, rank=r, world=2) for r in range(2)]
+    batches = TrainBatches(loaded, cfg, seed=0, rank=1, world=2)  # `loaded` is this rank's shard
+    assert batches.steps_per_epoch == 4
     for epoch in range(2):
-        seen = [i for s in range(2 * epoch, 2 * epoch + 2) for r in ranks for i in r.subject_indices(s)]
+        seen = [i for s in range(4 * epoch, 4 * epoch + 4) for i in batches.subject_indices(s)]
         assert sorted(seen) == [0, 1, 2, 3]
-    step0 = [r.subject_indices(0) for r in ranks]
-    assert set(step0[0]).isdisjoint(step0[1])
+    other_rank = TrainBatches(loaded, cfg, seed=0, rank=0, world=2)
+    assert [other_rank.subject_indices(s) for s in range(8)] != [batches.subject_indices(s) for s in range(8)]
+
+
+@pytest.mark.parametrize("n, world", [(4, 2), (5, 2), (7, 3), (2, 4)])
+def test_shards_cover_every_subject_with_equal_lengths(n, world):
+    subjects = [f"S{i}" for i in range(n)]
+    shards = [shard_subjects(subjects, r, world, seed=3) for r in range(world)]
+    assert {len(s) for s in shards} == {math.ceil(n / world)}  # every rank runs as many steps per epoch
+    assert set().union(*map(set, shards)) == set(subjects)
+    if n % world == 0:
+        assert sorted(x for s in shards for x in s) == subjects  # disjoint when they divide evenly
+    assert shard_subjects(subjects, 0, 1, seed=3) == subjects
+    assert shards == [shard_subjects(subjects, r, world, seed=3) for r in range(world)]  # resume: same shards
+
+
+def test_step_loader_workers_give_the_same_batches_in_any_order(loaded, cfg):
+    batches = TrainBatches(loaded, cfg, seed=2)
+    loader = StepLoader(batches, workers=2, max_steps=6)
+    got = {s: loader(s) for s in (0, 1, 2, 4, 5)}  # 4 after 2: a jump starts a new walk, as a resume does
+    for step, batch in got.items():
+        expected = batches.batch(step)
+        assert batch["subject"] == expected["subject"]
+        assert all(torch.equal(batch[k], expected[k]) for k in ("image", "foreground", "label", "available"))
 
 
 def test_small_volume_is_padded_with_background(tmp_path, cfg):

@@ -478,3 +478,44 @@ def test_two_process_training_keeps_ranks_in_sync_and_writes_once(tmp_path):
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]  # rank 0 alone wrote the log
     saved = ckpt_mod.load_checkpoint(tmp_path / "checkpoints/last.pt")["model"]
     assert all(torch.equal(saved[k], a[k]) for k in a)
+
+
+def _shard_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    """Load the training data as `run_training` does and record which subjects this rank read from disk."""
+    from p2gmed.config import load_config
+    from p2gmed.data import volumes
+    from p2gmed.data.read import read_dataset
+    from p2gmed.data.sampling import TrainBatches
+    from p2gmed.train.run import load_training_shard
+
+    _join_as(rank, world, port)
+    assert dist_utils.init_from_env()
+    read: list[str] = []
+    original = volumes.load_subject
+
+    def recording(subject, *args, **kwargs):
+        read.append(subject.subject_id)
+        return original(subject, *args, **kwargs)
+
+    volumes.load_subject = recording
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "tiny-cpu.yaml")
+    subjects = read_dataset(Path(out_dir) / "data")
+    loaded = load_training_shard(subjects, cfg, dist_utils.rank(), dist_utils.world_size(), with_label=True)
+    batches = TrainBatches(loaded, cfg, seed=cfg.train.seed, rank=rank, world=world)
+    drawn = sorted({name for step in range(6) for name in batches.batch(step)["subject"]})
+    labels = loaded[0].label.dtype
+    Path(out_dir, f"shard{rank}.json").write_text(json.dumps({"read": read, "drawn": drawn, "label": str(labels)}))
+    torch.distributed.destroy_process_group()
+
+
+def test_each_rank_loads_and_draws_only_its_shard(tmp_path):
+    from p2gmed.data.synthetic import make_demo
+
+    make_demo(tmp_path / "data", kind="brain", subjects=4, seed=0)
+    _run_two_ranks(_shard_worker, tmp_path)
+    shards = [json.loads((tmp_path / f"shard{r}.json").read_text()) for r in range(2)]
+    reads = [set(s["read"]) for s in shards]
+    assert all(len(s["read"]) == 2 for s in shards)  # each rank read two subjects from disk, once each
+    assert reads[0].isdisjoint(reads[1]) and len(reads[0] | reads[1]) == 4
+    assert all(set(s["drawn"]) <= r for s, r in zip(shards, reads))  # batches only from the rank's own shard
+    assert all(s["label"] == "torch.uint8" for s in shards)

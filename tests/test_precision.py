@@ -70,3 +70,27 @@ def test_real_step_in_mixed_precision(tiny_cfg, tmp_path, kind, precision):
         assert updated
     saved = torch.load(tmp_path / "checkpoints/last.pt", weights_only=True)
     assert (saved["scaler"] is not None) == (precision == "fp16")
+
+
+def test_auto_precision_is_bf16_only_where_bf16_is_fast(monkeypatch):
+    from p2gmed import device as device_mod
+
+    monkeypatch.setattr(device_mod, "_cpu_has_native_bf16", lambda: False)  # e.g. an AVX2 or Skylake CPU
+    assert device_mod.resolve_precision("auto", torch.device("cpu")) == "fp32"
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        monkeypatch.setattr(device_mod, "_cpu_has_native_bf16", lambda: True)  # Sapphire Rapids, Zen 4/5
+        assert device_mod.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert device_mod.resolve_precision("auto", torch.device("cuda", 0)) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert device_mod.resolve_precision("auto", torch.device("cuda", 0)) == "fp32"  # e.g. a V100: no fast bf16
+    assert device_mod.resolve_precision("fp16", torch.device("cuda", 0)) == "fp16"  # explicit choices are kept
+
+
+def test_bf16_on_a_cpu_without_onednn_bf16_warns_with_the_fix(monkeypatch, caplog):
+    from p2gmed import device as device_mod
+
+    monkeypatch.setattr(device_mod, "bf16_is_fast", lambda device: False)
+    with caplog.at_level("WARNING"):
+        assert device_mod.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert "slower than fp32" in caplog.text and "train.precision fp32" in caplog.text

@@ -66,6 +66,8 @@ class DataConfig:
     cache_dir: str | None = None
     """If set, pre-processed subjects are cached on disk here instead (MONAI PersistentDataset)."""
     num_workers: int = 0
+    """Worker processes that load subjects into the cache and, during training, build the batches of the coming
+    steps (crops, flips, rot90); 0 builds them in the training process. Batches are the same with any number."""
     val_fraction: float = 0.2
     """Subjects held out for validation (split by patient, deterministic in `seed`)."""
     split_file: str | None = None
@@ -141,8 +143,10 @@ class TrainConfig:
     update: Literal["per_step", "per_modality"] = "per_step"
     """per_step: accumulate over the modalities, one update (paper); per_modality: an update after each
     modality without clearing gradients (authors' code)."""
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """Mixed precision: bf16 or fp16 autocast (fp16 with a GradScaler), on CUDA and CPU."""
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    """Mixed precision: bf16 or fp16 autocast (fp16 with a GradScaler), on CUDA and CPU; auto: bf16 where it is
+    fast (a GPU with bf16, a CPU with AVX512_BF16 or AMX), fp32 elsewhere (on other CPUs bf16 is slower, 20-40x
+    without AVX-512: docs/performance.md)."""
     seed: int = 20
     log_every: int = 1
     checkpoint_every: int = 50

@@ -1,4 +1,5 @@
-"""The one resolver from a device name (`train.device`, `--device`) to a `torch.device`."""
+"""The one resolver from a device name (`train.device`, `--device`) to a `torch.device`, and from a precision name
+(`train.precision`) to the autocast precision that device runs well."""
 
 from __future__ import annotations
 
@@ -25,3 +26,50 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {name!r} asks for CUDA, but no CUDA device is available; use --device cpu")
     return torch.device("cuda", local_rank()) if name == "cuda" else device
+
+
+def _cpu_has_native_bf16() -> bool:
+    """Whether the CPU has bf16 instructions (AVX512_BF16 or AMX; Linux /proc/cpuinfo, False elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """Whether bf16 autocast runs 3D convolutions faster than fp32 on `device`.
+
+    CUDA: the GPU supports bf16 (Ampere and later). CPU: oneDNN supports bf16 here and the CPU has bf16
+    instructions (AVX512_BF16 or AMX). With AVX-512 but without them, oneDNN emulates bf16 (slower than fp32);
+    without AVX-512, PyTorch runs bf16 convolutions in its reference kernel (`aten::slow_conv3d_forward`),
+    20-40x slower than fp32 (docs/performance.md).
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and _cpu_has_native_bf16()
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """The autocast precision a `train.precision` name means on `device` ("fp32", "bf16" or "fp16").
+
+    "auto" -> bf16 where it is fast (`bf16_is_fast`: a GPU with bf16, a CPU with bf16 instructions), else fp32.
+    An explicit "bf16" where it is slow is kept, with a warning.
+    """
+    import logging
+
+    if name == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    if name == "bf16" and device.type == "cpu" and not bf16_is_fast(device):
+        logging.getLogger(__name__).warning(
+            "train.precision bf16 is slower than fp32 on this CPU: it has no bf16 instructions (AVX512_BF16 or "
+            "AMX), and without AVX-512 3D convolutions run in PyTorch's reference kernel, 20-40x slower; use "
+            "train.precision fp32"
+        )
+    return name

@@ -1,9 +1,12 @@
 """Train/validation splits by patient and step-indexed training batches.
 
-A batch is a pure function of (seed, step, rank): resuming at step s needs no iterator state, and two runs
-with the same seed see the same crops. Subjects are drawn by cycling through a per-epoch permutation (every
-subject once per epoch; the ranks of one step take disjoint slices of it), crops and augmentations from
-`np.random.default_rng([seed, step, rank])`. All volumes are already in memory: no file I/O per step.
+Under torchrun each rank holds only its shard of the training subjects (`shard_subjects`, MONAI's
+`partition_dataset`), so host memory per rank shrinks with the number of ranks. A batch is a pure function of
+(seed, step, rank): resuming at step s needs no iterator state, and two runs with the same seed and number of
+ranks see the same crops. Each rank draws its subjects by cycling through a per-epoch permutation of its shard
+(every subject once per epoch), crops and augmentations from `np.random.default_rng([seed, step, rank])`. All
+volumes are already in memory: no file I/O per step. `StepLoader` builds the batches of the coming steps in
+DataLoader worker processes (`data.num_workers`); being pure functions of the step, they are the same batches.
 """
 
 from __future__ import annotations
@@ -70,6 +73,24 @@ def _split_from_file(subjects: Sequence[Subject], path: Path) -> tuple[list[Subj
     return [by_id[i] for i in train_ids], [by_id[i] for i in val_ids]
 
 
+def shard_subjects(subjects: Sequence[Subject], rank: int, world: int, seed: int) -> list[Subject]:
+    """This rank's share of the training subjects (MONAI `partition_dataset`, shuffled by `seed`).
+
+    Shards have equal length: when the subjects do not divide evenly (or are fewer than the ranks), a few are
+    repeated in the short shards, so every rank runs the same number of steps per epoch. One rank (world 1) gets
+    every subject, in order.
+    """
+    if world <= 1:
+        return list(subjects)
+    from monai.data import partition_dataset
+
+    items = list(subjects)
+    if len(items) < world:  # fewer subjects than ranks: every rank still gets one
+        log.warning("%d training subjects for %d ranks: some ranks train on the same subject", len(items), world)
+        items = (items * world)[:world]
+    return list(partition_dataset(items, num_partitions=world, shuffle=True, seed=seed, even_divisible=True)[rank])
+
+
 def steps_per_epoch(n_train: int, batch_size: int, world: int = 1) -> int:
     """Optimizer steps for every training subject to be seen once: ceil(n / (batch_size x world))."""
     return max(1, math.ceil(n_train / (batch_size * world)))
@@ -93,10 +114,10 @@ def _random_voxel(mask: torch.Tensor, rng: np.random.Generator) -> tuple[int, ..
 
 
 class TrainBatches:
-    """Deterministic training batches from loaded subjects.
+    """Deterministic training batches from this rank's loaded subjects.
 
     Args:
-        loaded: the training subjects (`volumes.LoadedSubject`, e.g. from `load_subjects`).
+        loaded: this rank's training subjects (`volumes.LoadedSubject`; its shard from `shard_subjects`).
         cfg: full `Config` (train.batch_size, data.roi_size, crops_per_subject, flip_prob, rot90_prob).
         seed: run seed.
         rank, world: this process's rank and the number of processes (DDP).
@@ -127,15 +148,14 @@ class TrainBatches:
                 labelled.count(False),
                 len(labelled),
             )
-        self.steps_per_epoch = steps_per_epoch(len(loaded), cfg.train.batch_size, world)
+        self.steps_per_epoch = steps_per_epoch(len(loaded), cfg.train.batch_size)
 
     def subject_indices(self, step: int) -> list[int]:
-        """Indices into `loaded` of this rank's subjects at `step` (batch_size of them)."""
-        n, per_step, b = len(self.loaded), self.cfg.train.batch_size * self.world, self.cfg.train.batch_size
+        """Indices into `loaded` (this rank's shard) of the subjects at `step` (batch_size of them)."""
+        n, b = len(self.loaded), self.cfg.train.batch_size
         epoch, within = divmod(step, self.steps_per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n)
-        first = within * per_step + self.rank * b
-        return [int(order[(first + i) % n]) for i in range(b)]
+        order = np.random.default_rng([self.seed, epoch, self.rank]).permutation(n)
+        return [int(order[(within * b + i) % n]) for i in range(b)]
 
     def _crop(
         self, item: Any, rng: np.random.Generator
@@ -213,3 +233,55 @@ class TrainBatches:
         if self.has_labels:
             out["label"] = torch.stack(labels).long()
         return out
+
+
+class _StepDataset(torch.utils.data.Dataset):
+    """Index = step: lets a DataLoader's workers build the batches of coming steps."""
+
+    def __init__(self, batches: TrainBatches, length: int):
+        self.batches, self.length = batches, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, step: int) -> dict[str, Any]:
+        return self.batches.batch(step)
+
+
+class StepLoader:
+    """`step -> batch` like `TrainBatches.batch`, with the batches of the coming steps built ahead by workers.
+
+    With `workers` > 0, a DataLoader (worker processes, `prefetch` batches each) walks the steps from the first
+    one asked for; asking for a step out of that order (a resume, a test) starts a new walk there. Since each
+    batch is a pure function of (seed, step, rank), the batches are identical with any number of workers.
+
+    Args:
+        batches: the rank's `TrainBatches`.
+        workers: worker processes; 0 builds every batch in the calling process.
+        max_steps: the last step + 1 a walk goes to.
+        prefetch: batches each worker prepares ahead.
+    """
+
+    def __init__(self, batches: TrainBatches, workers: int, max_steps: int, prefetch: int = 2):
+        self.batches, self.workers, self.max_steps, self.prefetch = batches, int(workers), int(max_steps), prefetch
+        self._iterator: Any = None
+        self._next = -1
+
+    def __call__(self, step: int) -> dict[str, Any]:
+        if self.workers <= 0:
+            return self.batches.batch(step)
+        if self._iterator is None or step != self._next:
+            self._iterator = self._walk_from(step)
+        self._next = step + 1
+        return next(self._iterator)
+
+    def _walk_from(self, start: int):
+        loader = torch.utils.data.DataLoader(
+            _StepDataset(self.batches, max(self.max_steps, start + 1)),
+            batch_size=None,
+            sampler=range(start, max(self.max_steps, start + 1)),
+            num_workers=self.workers,
+            prefetch_factor=self.prefetch,
+            persistent_workers=False,
+        )
+        return iter(loader)

@@ -31,7 +31,7 @@ from p2gmed.modalities import KIND
 log = logging.getLogger(__name__)
 
 #: bump when the cached content of a loaded subject changes meaning (invalidates PersistentDataset caches)
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 @dataclass
@@ -42,7 +42,8 @@ class LoadedSubject:
         image: (M, D, H, W) float32, normalised, in `modalities` order; zeros for missing modalities.
         available: (M,) bool, which channels hold a real image.
         foreground: (1, D, H, W) bool.
-        label: (1, D, H, W) int64 in the file's convention (`subject.labels`), or None.
+        label: (1, D, H, W) uint8 in the file's convention (`subject.labels`), or None (every supported
+            convention's values fit a byte; a cached subject holds 1/8 of an int64 label).
         affine: (4, 4) float64, voxel -> mm of the (RAS, resampled, cropped) array.
         stats: modality -> `NormStats` for `normalization.denormalize` (available modalities only).
         subject: the record it came from.
@@ -211,9 +212,12 @@ def load_subject(subject: Subject, data_cfg: Any, *, with_label: bool = True) ->
     label = None
     if "label" in arrays:
         label_f = arrays["label"].as_tensor()
-        if problem := label_value_problem(torch.unique(label_f).numpy(), subject.labels):
+        values = torch.unique(label_f).numpy()
+        if problem := label_value_problem(values, subject.labels):
             raise DataError(f"{subject.label} {problem}.")
-        label = label_f.round().to(torch.int64)
+        if values.min() < 0 or values.max() > 255:
+            raise DataError(f"{subject.label} holds label values outside 0-255 ({values.min():g} to {values.max():g}).")
+        label = label_f.round().to(torch.uint8)
 
     data = {"image": MetaTensor(image, affine=ref.affine), "foreground": foreground}
     if label is not None:
@@ -234,7 +238,7 @@ def load_subject(subject: Subject, data_cfg: Any, *, with_label: bool = True) ->
         image=_plain(data["image"]).contiguous(),
         available=torch.tensor([m in files for m in modalities]),
         foreground=_plain(data["foreground"]).bool().contiguous(),
-        label=_plain(data["label"]).to(torch.int64).contiguous() if label is not None else None,
+        label=_plain(data["label"]).to(torch.uint8).contiguous() if label is not None else None,
         affine=affine,
         stats=stats,
         subject=subject,

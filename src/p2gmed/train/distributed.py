@@ -4,16 +4,76 @@ Every function works unchanged in a plain single process (no process group): ran
 gather returns its input. The training code therefore never branches on "distributed or not" itself.
 
 Launch several processes with `torchrun --nproc_per_node=G -m p2gmed pretrain ...`; `init_from_env()` reads
-the `RANK` / `WORLD_SIZE` / `LOCAL_RANK` variables torchrun sets.
+the `RANK` / `WORLD_SIZE` / `LOCAL_RANK` variables torchrun sets. Under SLURM, `srun` may start the processes
+itself (one task per GPU): then the ranks come from `SLURM_PROCID` / `SLURM_STEP_NUM_TASKS` / `SLURM_LOCALID`,
+and the processes meet at `MASTER_ADDR` (on one node: this machine). Without torchrun and without a way to meet,
+they would each believe they are rank 0 of one and write the same run folder: that start is refused with the
+torchrun line to use instead (docs/cluster.md has sbatch examples).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from p2gmed.errors import InputError
+
+#: the torchrun line for a SLURM job, shown when srun started the processes in a way they cannot meet
+TORCHRUN_UNDER_SLURM = (
+    "srun --ntasks-per-node=1 torchrun --nnodes=$SLURM_NNODES --nproc_per_node=$SLURM_GPUS_ON_NODE "
+    "--rdzv_backend=c10d --rdzv_endpoint=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1):29500 "
+    "-m p2gmed pretrain ..."
+)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How this process was started: its global rank, the number of processes, its rank on the node."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    launcher: str = "single"
+    """"single", "torchrun" or "slurm" (srun started every process itself)."""
+    master_addr: str | None = None
+    master_port: str | None = None
+
+
+def launch_from_env(env: Mapping[str, str] | None = None) -> Launch:
+    """Read how this process was launched from the environment (torchrun's variables win over SLURM's).
+
+    Args:
+        env: the environment (default `os.environ`).
+
+    Raises:
+        InputError: srun started several processes across nodes without torchrun and without `MASTER_ADDR`,
+            so they could not find each other; the message shows the torchrun line.
+    """
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" in env:  # torchrun (or a hand-made torchrun environment)
+        world = int(env["WORLD_SIZE"])
+        return Launch(int(env.get("RANK", "0")), world, int(env.get("LOCAL_RANK", "0")),
+                      "torchrun" if world > 1 else "single")
+    # srun sets the SLURM_STEP_* variables for every task of a job step; a batch script alone does not, so
+    # `python -m p2gmed ...` typed into an sbatch script with --ntasks=4 stays a single process
+    tasks = int(env.get("SLURM_STEP_NUM_TASKS", "1"))
+    if tasks <= 1 or "SLURM_PROCID" not in env:
+        return Launch()
+    nodes = int(env.get("SLURM_STEP_NUM_NODES", env.get("SLURM_NNODES", "1")))
+    addr = env.get("MASTER_ADDR") or ("127.0.0.1" if nodes == 1 else None)
+    if addr is None:
+        raise InputError(
+            f"srun started {tasks} p2g processes on {nodes} nodes without torchrun, and MASTER_ADDR is not set, so "
+            f"they cannot find each other; start one torchrun per node instead: {TORCHRUN_UNDER_SLURM} "
+            "(or export MASTER_ADDR=<first node> before srun)"
+        )
+    # a port of its own per job, so two jobs sharing a node do not meet each other
+    port = env.get("MASTER_PORT") or str(29500 + int(env.get("SLURM_JOB_ID", "0")) % 10000)
+    return Launch(int(env["SLURM_PROCID"]), tasks, int(env.get("SLURM_LOCALID", "0")), "slurm", addr, port)
 
 
 def is_distributed() -> bool:
@@ -32,8 +92,10 @@ def world_size() -> int:
 
 
 def local_rank() -> int:
-    """Rank of this process on its node (torchrun's `LOCAL_RANK`; 0 when unset)."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
+    """Rank of this process on its node (torchrun's `LOCAL_RANK`, else SLURM's `SLURM_LOCALID` under srun)."""
+    if "LOCAL_RANK" in os.environ:
+        return int(os.environ["LOCAL_RANK"])
+    return int(os.environ.get("SLURM_LOCALID", "0")) if "SLURM_STEP_NUM_TASKS" in os.environ else 0
 
 
 def is_main() -> bool:
@@ -42,19 +104,26 @@ def is_main() -> bool:
 
 
 def init_from_env(backend: str | None = None) -> bool:
-    """Initialise the default process group from torchrun's environment variables.
+    """Initialise the default process group from torchrun's (or srun's) environment variables.
 
-    Does nothing when `WORLD_SIZE` is unset or 1, or when a group already exists.
+    Does nothing for a single process or when a group already exists. Under srun without torchrun, the SLURM
+    ranks are written into torchrun's variables first, so every later query reads one convention.
 
     Args:
         backend: "nccl" or "gloo"; None picks nccl when CUDA is available, gloo otherwise.
 
     Returns:
         True when this process is now part of a multi-process group.
+
+    Raises:
+        InputError: see `launch_from_env`.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1 or not dist.is_available():
+    launch = launch_from_env()
+    if launch.world <= 1 or not dist.is_available():
         return False
+    if launch.launcher == "slurm":
+        os.environ.update(RANK=str(launch.rank), WORLD_SIZE=str(launch.world), LOCAL_RANK=str(launch.local_rank),
+                          MASTER_ADDR=str(launch.master_addr), MASTER_PORT=str(launch.master_port))
     if not dist.is_initialized():
         if backend is None:
             backend = "nccl" if torch.cuda.is_available() else "gloo"
@@ -71,46 +140,24 @@ def barrier() -> None:
         dist.barrier()
 
 
-class _GatherWithGrad(torch.autograd.Function):
-    """all_gather whose backward returns, to each rank, the summed gradient of its own slice.
-
-    Every rank computes a loss on the full gathered tensor; the gradient that flows back to rank r's input is
-    the sum over all ranks of d(loss_k)/d(slice_r), i.e. an all_reduce followed by taking the local slice.
-    DDP then averages parameter gradients over ranks, so the result matches one process holding everything.
-    """
-
-    @staticmethod
-    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.local_size = tensor.shape[0]
-        sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world_size())]
-        dist.all_gather(sizes, torch.tensor([tensor.shape[0]], dtype=torch.long, device=tensor.device))
-        ctx.sizes = [int(s.item()) for s in sizes]
-        if len(set(ctx.sizes)) != 1:
-            raise RuntimeError(f"all_gather_with_grad needs equal batch sizes on every rank, got {ctx.sizes}")
-        parts = [torch.empty_like(tensor) for _ in range(world_size())]
-        dist.all_gather(parts, tensor.contiguous())
-        return torch.cat(parts, dim=0)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        grad = grad.contiguous()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
-        start = rank() * ctx.local_size
-        return grad[start : start + ctx.local_size]
-
-
 def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate `tensor` over ranks along dim 0, keeping gradients for this rank's slice.
+    """Concatenate `tensor` over ranks along dim 0, keeping gradients (`torch.distributed.nn.functional.all_gather`).
+
+    Every rank computes a loss on the full gathered tensor; the gradient that flows back to rank r's rows is the
+    sum over ranks of d(loss_k)/d(rows_r). The engine then averages parameter gradients over ranks, so the result
+    matches one process holding every row.
 
     Args:
-        tensor: (N, ...) on every rank, same N everywhere.
+        tensor: (N, ...) on every rank, same N everywhere (the caller makes sure; a mismatch fails in the gather).
 
     Returns:
         (world x N, ...) with rank r's rows at [r*N, (r+1)*N); `tensor` itself when not distributed.
     """
     if not is_distributed():
         return tensor
-    return _GatherWithGrad.apply(tensor)
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0)
 
 
 def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:

@@ -36,7 +36,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from p2gmed.config import Config, config_to_dict, dump_config
-from p2gmed.device import resolve_device
+from p2gmed.device import resolve_device, resolve_precision
 from p2gmed.errors import InputError, Interrupted
 from p2gmed.io import write_text
 from p2gmed.train import distributed as dist_utils
@@ -145,7 +145,7 @@ class Trainer:
         self.device = resolve_device(self.tcfg.device)
         self.model = model.to(self.device)
         self.per_modality = self.tcfg.update == "per_modality"
-        self.precision = self.tcfg.precision
+        self.precision = resolve_precision(self.tcfg.precision, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad],

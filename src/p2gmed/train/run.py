@@ -25,7 +25,7 @@ from p2gmed.config import Config, TrainConfig, config_to_dict
 from p2gmed.data.layouts import num_classes
 from p2gmed.data.read import read_dataset
 from p2gmed.data.records import Subject
-from p2gmed.data.sampling import TrainBatches, split_subjects, steps_per_epoch
+from p2gmed.data.sampling import StepLoader, TrainBatches, shard_subjects, split_subjects, steps_per_epoch
 from p2gmed.data.spacing import training_spacing
 from p2gmed.data.volumes import load_subjects
 from p2gmed.errors import InputError
@@ -159,6 +159,12 @@ def initialise(model: nn.Module, cfg: Config, init: Path | None, init_swinvit: P
     return {"init": mode, **report.to_dict()}
 
 
+def load_training_shard(subjects: list[Subject], cfg: Config, rank: int, world: int, *, with_label: bool) -> Any:
+    """Load and cache this rank's shard of the training subjects only (`sampling.shard_subjects`)."""
+    shard = shard_subjects(subjects, rank, world, cfg.train.seed)
+    return load_subjects(shard, cfg.data, progress=rank == 0, with_label=with_label)
+
+
 # --------------------------------------------------------------------------------------------------
 # the run
 
@@ -219,19 +225,20 @@ def _train(kind: str, data_dir: Path, out_dir: Path, cfg: Config, init, init_swi
     if cfg.train.val_subjects > 0:
         val_subjects = val_subjects[: cfg.train.val_subjects]
     rank, world, progress = dist_utils.rank(), dist_utils.world_size(), dist_utils.is_main()
-    train_loaded = load_subjects(train_subjects, cfg.data, progress=progress, with_label=labels is not None)
+    train_loaded = load_training_shard(train_subjects, cfg, rank, world, with_label=labels is not None)
     batches = TrainBatches(
         train_loaded, cfg, seed=cfg.train.seed, rank=rank, world=world, keep_rotation_plane=kind == "pretrain"
     )
-    max_steps = resolve_max_steps(cfg.train, len(train_loaded), world)
+    max_steps = resolve_max_steps(cfg.train, len(train_subjects), world)
     val_loaded = (
         load_subjects(val_subjects, cfg.data, progress=progress, with_label=labels is not None)
         if val_subjects
         else None
     )
     logger.info(
-        "%s on %d subjects (%d held out for validation), modalities %s, %d steps",
+        "%s on %d subjects (%d per rank; %d held out for validation), modalities %s, %d steps",
         kind,
+        len(train_subjects),
         len(train_loaded),
         len(val_subjects),
         ", ".join(modalities),
@@ -264,7 +271,7 @@ def _train(kind: str, data_dir: Path, out_dir: Path, cfg: Config, init, init_swi
     trainer = Trainer(
         model,
         task,
-        batches.batch,
+        StepLoader(batches, cfg.data.num_workers, max_steps),
         cfg,
         out_dir,
         task_name=kind,
