@@ -35,9 +35,10 @@ CHANGES_NAME = "config-changes.jsonl"
 #: files and folders a p2g run writes into its folder (anything else there is the user's)
 RUN_FILES = ("config.yaml", "metrics.jsonl", "tb", "checkpoints", "init_report.json", LOCK_NAME, CHANGES_NAME,
              ".p2g-outputs.json")
-#: settings that may change on resume without changing what the run computes
+#: settings that may change on resume without changing what the run computes (the initialisation is not
+#: re-applied on resume, so `--resume` need not repeat `--init`)
 RESUME_FREE = ("train.max_steps", "train.epochs", "train.log_every", "train.checkpoint_every", "train.val_every",
-               "train.early_stopping", "train.device", "inference.")
+               "train.early_stopping", "train.device", "inference.", "tune.init", "tune.allow_mismatch")
 
 
 class NonFiniteError(RunError):
