@@ -171,3 +171,19 @@ def test_modalities_come_from_the_data_set_when_the_config_names_none(demo_petct
     assert main(["pretrain", "--data", str(demo_petct), "--out", str(run), "--config", str(tiny),
                  "--max-steps", "1", "--device", "cpu"]) == 0
     assert "- ct\n  - pet\n" in (run / "config.yaml").read_text()
+
+
+def test_training_reads_an_autopet_ii_nnunet_folder_with_channels(tmp_path, capsys):
+    """AutoPET-II's dataset.json names both channels CT: training needs --channels as data check and predict do."""
+    from pathlib import Path
+
+    root = _nnunet_autopet(tmp_path / "Dataset221_AutoPETII_2023", {"0": "CT", "1": "CT"})
+    tiny = str(Path(__file__).parents[1] / "configs" / "tiny-cpu.yaml")
+    common = ["--data", str(root), "--config", tiny, "--max-steps", "1", "--device", "cpu",
+              "--set", "data.val_fraction=0", "--set", "train.val_every=0"]
+    assert main(["pretrain", "--out", str(tmp_path / "refused"), *common]) == 2
+    assert "--channels 0=ct,1=pet" in capsys.readouterr().err
+    run = tmp_path / "run"
+    assert main(["pretrain", "--out", str(run), *common, "--channels", "0=ct,1=pet"]) == 0
+    saved = (run / "config.yaml").read_text()
+    assert "- ct\n  - pet\n" in saved and "channels: 0=ct,1=pet" in saved

@@ -35,6 +35,9 @@ class DataConfig:
     """Dataset layout: auto, brats23, brats21, brats18, autopet, nnunet, nac, decathlon."""
     modalities: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f")
     """Modality names the model reads and writes, in channel order (canonical names, see modalities.py)."""
+    channels: str = ""
+    """nnU-Net data sets only: channel index -> modality as "0=ct,1=pet", instead of dataset.json's names (which
+    AutoPET-II gives as CT for both channels); empty reads dataset.json (`--channels`)."""
     roi_size: tuple[int, int, int] = (96, 96, 96)
     """Training sub-volume (D, H, W); each divisible by 32, and D == H (rotations about the last axis)."""
     spacing: tuple[float, float, float] | None = None

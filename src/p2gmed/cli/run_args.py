@@ -57,6 +57,10 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", metavar="D", help="auto (CUDA if available), cpu, cuda, cuda:N (sets train.device)"
     )
+    p.add_argument(
+        "--channels", metavar="0=ct,1=pet",
+        help="nnU-Net data sets: name the channels by modality instead of dataset.json (sets data.channels)",
+    )
 
 
 def run_config(args: argparse.Namespace, **sections: dict[str, Any]) -> Config:
@@ -81,18 +85,23 @@ def run_config(args: argparse.Namespace, **sections: dict[str, Any]) -> Config:
             raise InputError(f"--max-steps must be at least 1, got {args.max_steps}")
         train.update(max_steps=args.max_steps, epochs=0)
     cfg = load_config(args.config, args.overrides)
+    if getattr(args, "channels", None):
+        cfg = replace_fields(cfg, data={"channels": args.channels})
     if not names_setting(args.config, args.overrides, "data", "modalities"):
-        cfg = replace_fields(cfg, data={"modalities": dataset_modalities(args.data, cfg.data.layout)})
+        modalities = dataset_modalities(args.data, cfg.data.layout, cfg.data.channels)
+        cfg = replace_fields(cfg, data={"modalities": modalities})
     return replace_fields(cfg, train=train, **sections).validate()
 
 
-def dataset_modalities(data_dir: Path, layout: str) -> tuple[str, ...]:
+def dataset_modalities(data_dir: Path, layout: str, channels: str = "") -> tuple[str, ...]:
     """The modalities p2gmed knows that the data set has, in canonical order."""
+    from p2gmed.data.manifests import parse_channels
     from p2gmed.data.read import read_dataset
     from p2gmed.errors import InputError
     from p2gmed.modalities import ALL
 
-    present = {m for subject in read_dataset(data_dir, layout) for m in subject.images}
+    named = parse_channels(channels) if channels else None
+    present = {m for subject in read_dataset(data_dir, layout, channels=named) for m in subject.images}
     modalities = tuple(m for m in ALL if m in present)
     if not modalities:
         raise InputError(f"{data_dir} has none of the modalities p2gmed knows ({', '.join(ALL)})")

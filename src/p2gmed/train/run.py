@@ -23,6 +23,7 @@ from torch import nn
 
 from p2gmed.config import Config, TrainConfig, config_to_dict
 from p2gmed.data.layouts import num_classes
+from p2gmed.data.manifests import parse_channels
 from p2gmed.data.read import read_dataset
 from p2gmed.data.records import Subject
 from p2gmed.data.sampling import StepLoader, TrainBatches, shard_subjects, split_subjects, steps_per_epoch
@@ -214,7 +215,8 @@ def _train(kind: str, data_dir: Path, out_dir: Path, cfg: Config, init, init_swi
     architecture = "p2g" if kind == "pretrain" else cfg.tune.architecture
 
     modalities = tuple(cfg.data.modalities)
-    subjects = read_dataset(data_dir, cfg.data.layout, modalities=modalities)
+    channels = parse_channels(cfg.data.channels) if cfg.data.channels else None
+    subjects = read_dataset(data_dir, cfg.data.layout, modalities=modalities, channels=channels)
     labels = label_convention(subjects, data_dir) if kind == "segmentation" else None
     train_subjects, val_subjects = split_subjects(subjects, cfg.data, cfg.train.seed)
     if not train_subjects:
