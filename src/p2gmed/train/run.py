@@ -31,7 +31,8 @@ from p2gmed.data.volumes import load_subjects
 from p2gmed.errors import InputError
 from p2gmed.io import write_text
 from p2gmed.models.baselines import build_architecture
-from p2gmed.models.weights import init_from_checkpoint, init_from_swinvit
+from p2gmed.models.swinvit_weights import init_from_swinvit
+from p2gmed.models.weights import init_from_checkpoint
 from p2gmed.train import distributed as dist_utils
 from p2gmed.train.checkpoint import check_monai_version, load_checkpoint
 from p2gmed.train.engine import Trainer, Validation
