@@ -12,7 +12,7 @@ table runs on the built-in data on a CPU. `--scale paper` uses the paper presets
 The held-out test subjects are either `--test-data DIR` or, by default, 20 % of the patients of `--data`,
 written to `OUT/split.json` (`data.split_file` of every training run on `--data`, so they are never trained on).
 The result is `OUT/<table>.md` and `OUT/<table>.csv`: the measured numbers next to the paper's
-(`report.paper_numbers.PAPER`), written by `report.comparison.write_table`. AutoPET aggregates (Tables 5 and 7) are `evaluation.autopet.autopet_summary`'s.
+(`report.paper_numbers.PAPER`), written by `report.comparison.write_table`.
 """
 
 from __future__ import annotations
