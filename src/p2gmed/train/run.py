@@ -35,11 +35,12 @@ from p2gmed.models.swinvit_weights import init_from_swinvit
 from p2gmed.models.weights import init_from_checkpoint
 from p2gmed.train import distributed as dist_utils
 from p2gmed.train.checkpoint import check_monai_version, load_checkpoint
-from p2gmed.train.engine import Trainer, Validation
+from p2gmed.train.engine import Trainer
 from p2gmed.train.finetune import SegmentationTask, SynthesisTask
 from p2gmed.train.pretrain_task import PretrainTask
 from p2gmed.train.safety import check_resume_changes, prepare_run_folder, run_folder_lock
 from p2gmed.train.validation import (
+    Validation,
     decomposition_validation,
     segmentation_validation,
     synthesis_validation,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,6 +24,26 @@ from p2gmed.inference.sliding import sliding_predict
 from p2gmed.losses.decomposition import masked_mean_error
 
 Validate = Callable[[nn.Module], dict[str, float]]
+#: model -> a matplotlib Figure of one held-out subject, or None when there is nothing to draw
+Draw = Callable[[nn.Module], Any]
+
+
+@dataclass
+class Validation:
+    """Periodic validation and best-model selection.
+
+    Attributes:
+        fn: model -> {metric name: value}; called under `torch.no_grad()` with the model in eval mode.
+        metric: the name in `fn`'s result that selects `best.pt`.
+        mode: "min" (lower is better) or "max".
+        figure: optional model -> matplotlib Figure of one held-out subject; the engine calls it on the main
+            process right after `fn` (same no-grad, eval mode and forked RNG) and logs it to TensorBoard.
+    """
+
+    fn: Validate
+    metric: str
+    mode: str = "min"
+    figure: Draw | None = None
 
 
 # --------------------------------------------------------------------------------------------------
