@@ -16,7 +16,8 @@ from p2gmed.config import Config
 from p2gmed.errors import InputError
 from p2gmed.train import checkpoint as ckpt_mod
 from p2gmed.train import distributed as dist_utils
-from p2gmed.train.engine import NonFiniteLossError, Trainer, Validation
+from p2gmed.train.engine import NonFiniteLossError, Trainer
+from p2gmed.train.validation import Validation
 from p2gmed.train.runtime import lr_factor, step_seed, truncate_metrics
 
 # --------------------------------------------------------------------------------------------------
@@ -138,6 +139,49 @@ def test_killed_and_resumed_run_is_bitwise_identical(tmp_path, update, schedule,
     b = torch.load(tmp_path / "b/checkpoints/last.pt", weights_only=True)
     assert a["step"] == b["step"] == 8 and a["best"] == b["best"]
     assert a["scheduler"]["last_epoch"] == b["scheduler"]["last_epoch"] == 8
+
+
+def rng_hungry_figure(model: nn.Module):
+    """A validation figure that draws from the global RNG (as a dropout forward would) and plots the output."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = torch.rand(1, 1, 4, 4, 4)
+    figure, ax = plt.subplots()
+    ax.imshow(model(x)[0, 0, 2].float().numpy())
+    return figure
+
+
+def test_validation_figure_is_logged_and_resume_stays_bitwise_identical(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = make_cfg(val_every=2, checkpoint_every=4)
+
+    def trainer(run, **kwargs):
+        t = make_trainer(run, cfg, **kwargs)
+        t.validation.figure = rng_hungry_figure
+        return t
+
+    straight = trainer(tmp_path / "a")
+    straight.fit()
+    # a run to step 5 validates (and draws) at its end, which the straight run does not: only a figure that leaves
+    # the training RNG streams alone lets the resumed run match the straight one
+    trainer(tmp_path / "b", max_steps=5).fit()
+    resumed = trainer(tmp_path / "b", seed=123, resume=True)
+    resumed.fit()
+    for (name, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    def train_terms(run):
+        return [{k: v for k, v in r.items() if not k.startswith("val_")} for r in without_time(read_metrics(run))]
+
+    assert train_terms(tmp_path / "a") == train_terms(tmp_path / "b")
+
+    events = EventAccumulator(str(tmp_path / "a" / "tb"))
+    events.Reload()
+    assert [image.step for image in events.Images("validation/case")] == [2, 4, 6, 8]  # one per validation
+    assert all(image.height > 0 for image in events.Images("validation/case"))
 
 
 def test_resume_past_max_steps_does_nothing_and_resume_needs_last(tmp_path):

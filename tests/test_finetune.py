@@ -6,6 +6,7 @@ import itertools
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -429,3 +430,90 @@ def test_unknown_tuning_source_is_an_input_error(tiny_cfg):
     tiny_cfg.tune.sources = ("pet_nac",)
     with pytest.raises(InputError, match="tune.sources"):
         tiny_cfg.validate()
+
+
+def _row_titles(figure) -> list[str]:
+    return [ax.get_ylabel() for ax in figure.axes if ax.get_ylabel()]
+
+
+def test_synthesis_figure_shows_source_synthesized_targets_and_references(tiny_cfg):
+    import matplotlib.pyplot as plt
+
+    from p2gmed.train.validation import synthesis_figure
+
+    volume = torch.rand(1, 40, 36, 70)
+    item = _item(volume.repeat(4, 1, 1, 1))
+    item.available[1] = False  # a missing modality is neither drawn as a source nor as a target
+    copy = _Stub(lambda x, a: x[:, a.nonzero().flatten()[:1]].repeat(1, 4, 1, 1, 1))
+    order = tiny_cfg.data.modalities
+    figure = synthesis_figure([item], tiny_cfg)(copy)
+    expected = [f"{order[0]} given"]
+    for t in (2, 3):
+        expected += [f"{order[t]} synthesized", f"{order[t]} reference"]
+    assert _row_titles(figure) == expected
+    # the synthesized row is the stub's prediction: here a copy of the source, so it equals its reference
+    synthesized, reference = (np.asarray(figure.axes[3 * r].images[0].get_array()) for r in (1, 2))
+    assert np.allclose(synthesized, reference, atol=1e-5)  # up to the sliding window's blending
+    plt.close(figure)
+    one = _item(volume.repeat(4, 1, 1, 1))
+    one.available[1:] = False  # nothing to synthesize from a subject with one modality
+    assert synthesis_figure([one], tiny_cfg)(copy) is None
+
+
+def test_segmentation_figure_draws_predicted_and_reference_labels(tiny_cfg):
+    import matplotlib.pyplot as plt
+
+    from p2gmed.train.validation import segmentation_figure
+
+    label = torch.zeros(1, 40, 36, 70, dtype=torch.int64)
+    label[0, 5:20, 5:20, 10:40] = 2
+    image = label.float().repeat(4, 1, 1, 1)
+    perfect = _Stub(
+        lambda x, a: torch.nn.functional.one_hot(x[:, 0].round().long(), 4).movedim(-1, 1).float() * 10
+    )
+    draw = segmentation_figure([_item(image), _item(image, label)], tiny_cfg, "brats2023")  # the first has no label
+    figure = draw(perfect)
+    order = tiny_cfg.data.modalities
+    assert _row_titles(figure) == [f"{m} given" for m in order] + ["predicted", "reference"]
+    predicted, reference = (np.asarray(figure.axes[3 * r].images[1].get_array()) for r in (4, 5))
+    assert np.array_equal(predicted, reference) and predicted.any()  # a perfect model draws the reference
+    plt.close(figure)
+    assert segmentation_figure([_item(image)], tiny_cfg, "brats2023")(perfect) is None
+
+
+@pytest.mark.parametrize("task", ["synthesis", "segmentation"])
+def test_validation_logs_a_case_figure_to_tensorboard(demo_brain, tmp_path, task):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    args = [
+        "finetune", "--task", task, "--data", str(demo_brain), "--config", "configs/tiny-cpu.yaml",
+        "--device", "cpu", "--set", "data.modalities=[t1n,t2w]", "--out", str(run), "--max-steps", "1",
+    ]  # fmt: skip
+    assert main(args) == 0
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    (image,) = events.Images("validation/case")  # the one validation, at the final step
+    assert image.step == 1 and image.height > 100 and image.width > 100
+    (record,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"val_psnr", "val_dice"} & set(record)  # the figure comes from a real validation
+
+
+def test_decomposition_figure_shows_the_given_modality_and_every_decoded_one(tiny_cfg):
+    import matplotlib.pyplot as plt
+
+    from p2gmed.train.validation import decomposition_figure
+
+    image = torch.rand(1, 4, 16, 16, 16)
+    available = torch.tensor([[False, True, True, True]])
+    crop = {"image": image, "available": available, "subject": ["case-7"]}
+    halve = _Stub(None)
+    halve.forward = lambda x: x * 0.5  # decodes every channel as half the given modality
+    order = tiny_cfg.data.modalities
+    figure = decomposition_figure([crop], order)(halve)
+    expected = [f"{order[1]} given"] + [r for t in (1, 2, 3) for r in (f"{order[t]} decoded", f"{order[t]} reference")]
+    assert _row_titles(figure) == expected and figure._suptitle.get_text() == "case-7"
+    decoded = np.asarray(figure.axes[3 * 3].images[0].get_array())  # order[2] decoded: half of the given order[1]
+    given = np.asarray(figure.axes[0].images[0].get_array())
+    assert np.allclose(decoded, given * 0.5)
+    plt.close(figure)

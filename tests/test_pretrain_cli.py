@@ -191,6 +191,12 @@ def test_real_pretraining_then_resume(demo_brain, tmp_path, first, final):
     a = torch.load(straight / "checkpoints/last.pt", weights_only=True)["model"]
     b = torch.load(run / "checkpoints/last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # every validation drew the held-out crop's decomposition into TensorBoard
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(straight / "tb"))
+    events.Reload()
+    assert [image.step for image in events.Images("validation/case")] == [final]
 
 
 def test_pretraining_batches_keep_the_rotation_plane(tiny_brats, tmp_path, stand_ins, monkeypatch):

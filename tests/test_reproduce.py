@@ -13,7 +13,7 @@ import pytest
 from p2gmed.config import load_config
 from p2gmed.errors import InputError
 from p2gmed.modalities import MRI
-from p2gmed.report import planning, steps, summaries
+from p2gmed.report import comparison, planning, steps, summaries
 from p2gmed.report import reproduce as rp
 
 
@@ -266,7 +266,7 @@ def test_table_compares_measured_autopet_numbers_with_the_paper(tmp_path):
         method.csv.parent.mkdir(parents=True, exist_ok=True)
         # two cases with a lesion (Dice 0.5, 0.7) and one without anything (Dice undefined)
         method.csv.write_text("case,dice,fpv_ml,fnv_ml\na,0.5,1.0,2.0\nb,0.7,3.0,0.0\nc,,0.0,0.0\n")
-    md_path, csv_path = rp.write_table(plan)
+    md_path, csv_path = comparison.write_table(plan)
     rows = list(summaries.read_csv(csv_path))
     ours = {r["metric"]: r for r in rows if r["method"] == "Ours"}
     assert float(ours["dice"]["measured"]) == pytest.approx(100 * 1.2 / 3)  # undefined counts as 0
@@ -286,7 +286,7 @@ def test_synthesis_table_uses_source_target_pairs(tmp_path):
     csv_path.write_text("case,source,modality,psnr,nmse,ssim\n"
                         "a,from-t1n,t2w,20.0,0.2,0.8\nb,from-t1n,t2w,22.0,0.4,0.6\n"
                         "a,from-t2w,t2f,30.0,0.1,0.9\n")
-    rows = summaries.read_csv(rp.write_table(plan)[1])
+    rows = summaries.read_csv(comparison.write_table(plan)[1])
     got = {(r["setting"], r["metric"]): r for r in rows if r["method"] == "Ours"}
     assert float(got[("T1 -> T2", "psnr")]["measured"]) == pytest.approx(21.0)
     assert float(got[("T1 -> T2", "psnr")]["paper"]) == pytest.approx(30.756)
@@ -315,7 +315,7 @@ def test_table6_average_leaves_out_the_identity_pair(tmp_path):
         method.csv.write_text("case,source,modality,psnr,nmse,ssim\n"
                               "a,from-pet_nac,ct,20.0,0.2,0.5\na,from-pet_nac,pet,40.0,0.1,0.9\n"
                               "a,from-pet_nac,pet_nac,60.0,0.0,1.0\n")
-    measured = rp.measured_rows(plan)
+    measured = comparison.measured_rows(plan)
     assert measured[("Ours", "Avg.", "psnr")] == pytest.approx(30.0)
     assert measured[("Ours", "Avg.", "ssim")] == pytest.approx(0.7)
 
@@ -336,7 +336,7 @@ def test_pet_ct_synthesis_table_states_its_background_rule(tmp_path):
     for method in plan.methods:
         method.csv.parent.mkdir(parents=True, exist_ok=True)
         method.csv.write_text("case,source,modality,psnr,nmse,ssim\na,from-ct,pet,30.0,0.1,0.9\n")
-    header = rp.write_table(plan)[0].read_text().split("|")[0]
+    header = comparison.write_table(plan)[0].read_text().split("|")[0]
     assert "HU" in header and "SUV" in header and "-0.35" not in header
 
 
@@ -365,7 +365,7 @@ def test_ablation_rows_are_named_as_the_paper_and_meet_its_numbers(tmp_path):
     for method in plan.methods:
         method.csv.parent.mkdir(parents=True, exist_ok=True)
         method.csv.write_text("case,dice,fpv_ml,fnv_ml\na,0.5,1.0,2.0\n")
-    rows = summaries.read_csv(rp.write_table(plan)[1])
+    rows = summaries.read_csv(comparison.write_table(plan)[1])
     row = next(r for r in rows if r["method"] == plan.methods[3].label and r["metric"] == "dice")
     assert float(row["paper"]) == pytest.approx(46.31) and float(row["measured"]) == pytest.approx(50.0)
 
@@ -376,7 +376,7 @@ def test_table6_shows_the_average_next_to_the_papers(tmp_path):
         method.csv.parent.mkdir(parents=True, exist_ok=True)
         method.csv.write_text("case,source,modality,psnr,nmse,ssim\n"
                               "a,from-pet_nac,ct,20.0,0.2,0.5\na,from-pet_nac,pet,40.0,0.1,0.9\n")
-    rows = summaries.read_csv(rp.write_table(plan)[1])
+    rows = summaries.read_csv(comparison.write_table(plan)[1])
     avg = {r["metric"]: r for r in rows if r["method"] == "Ours" and r["setting"] == "Avg."}
     assert float(avg["psnr"]["measured"]) == pytest.approx(30.0)
     assert float(avg["ssim"]["paper"]) == pytest.approx(0.8227, abs=1e-4)  # the paper's own Avg. column

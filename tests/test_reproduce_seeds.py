@@ -11,7 +11,7 @@ from scipy.stats import wilcoxon
 from p2gmed.config import load_config
 from p2gmed.errors import InputError
 from p2gmed.report import reproduce as rp
-from p2gmed.report import seeds, steps, summaries
+from p2gmed.report import comparison, seeds, steps, summaries
 
 
 def test_every_configuration_runs_once_per_seed_with_its_own_train_seed(tmp_path):
@@ -45,7 +45,7 @@ def test_table_shows_mean_and_std_over_seeds_and_marks_paired_differences(tmp_pa
         lines = [f"c{i},from-t1n,t2w,{v},0.1,0.8" for i, v in enumerate(values)]
         lines += [f"c{i},from-t2w,t2f,{25 + (i % 2) * (1 if method.seed else -1)},0.1,0.8" for i in range(6)]
         method.csv.write_text("case,source,modality,psnr,nmse,ssim\n" + "\n".join(lines) + "\n")
-    md_path, csv_path = rp.write_table(plan)
+    md_path, csv_path = comparison.write_table(plan)
     rows = {(r["method"], r["setting"], r["metric"]): r for r in summaries.read_csv(csv_path)}
     ours = rows[("Ours", "T1 -> T2", "psnr")]
     per_seed = [statistics.mean(psnr[("Ours", k)]) for k in (0, 1)]

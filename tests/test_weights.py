@@ -12,10 +12,10 @@ from p2gmed.config import config_to_dict
 from p2gmed.errors import InputError
 from p2gmed.models.baselines import build_baseline, swinunetr_kwargs
 from p2gmed.models.network import build_model
+from p2gmed.models.swinvit_weights import init_from_swinvit
 from p2gmed.models.weights import (
     export_monai_swinunetr,
     init_from_checkpoint,
-    init_from_swinvit,
     load_weights,
     model_from_checkpoint,
 )

@@ -13,6 +13,9 @@ MRI_SUBSETS: tuple[tuple[str, ...], ...] = (
     ("t1c", "t1n", "t2w"), ("t2f", "t1c", "t1n", "t2w"),
 )
 
+#: train.seed of the first seed (TrainConfig's default); seed k of `p2g reproduce --seeds` uses BASE_SEED + k
+BASE_SEED = 20
+
 
 def configs_dir() -> Path:
     """The folder of the YAML presets (`configs/` at the repository root of this installation)."""

@@ -14,11 +14,11 @@ top to bottom in `Trainer.train_step`:
 Around it: AdamW with a constant or linear-warmup + cosine schedule; bf16 / fp16 autocast (fp16 with a
 GradScaler); torchrun (parameters broadcast from rank 0 at start, gradients averaged before every update: no
 `DistributedDataParallel` wrapper, because the tasks call `encode` / `fuse` / `decode`, which DDP's forward
-hooks would not see); `RUN/config.yaml`, `RUN/metrics.jsonl`, TensorBoard scalars in `RUN/tb`, a progress bar
-and `RUN/checkpoints/{last,best}.pt`, written by rank 0 only and atomically; validation with best-model
-selection and early stopping; exact resume (batches and per-step generators are functions of (seed, step,
-rank); model, optimizer, scheduler, scaler, RNG states, step and best value come back from `last.pt`: on CPU
-a resumed run is bit-identical to an uninterrupted one).
+hooks would not see); `RUN/config.yaml`, `RUN/metrics.jsonl`, TensorBoard scalars and validation figures in
+`RUN/tb` and a progress bar (`train.monitor`), and `RUN/checkpoints/{last,best}.pt`, written by rank 0 only and
+atomically; validation with best-model selection and early stopping; exact resume (batches and per-step
+generators are functions of (seed, step, rank); model, optimizer, scheduler, scaler, RNG states, step and best
+value come back from `last.pt`: on CPU a resumed run is bit-identical to an uninterrupted one).
 """
 
 from __future__ import annotations
@@ -27,13 +27,10 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
-from tqdm.auto import tqdm
 
 from p2gmed.config import Config, config_to_dict, dump_config
 from p2gmed.device import resolve_device, resolve_precision
@@ -41,9 +38,11 @@ from p2gmed.errors import InputError, Interrupted
 from p2gmed.io import write_text
 from p2gmed.train import distributed as dist_utils
 from p2gmed.train.checkpoint import load_checkpoint, restore_rng, save_checkpoint
-from p2gmed.train.runtime import append_metrics, lr_factor, step_seed, to_device, truncate_metrics
+from p2gmed.train.monitor import RunMonitor
+from p2gmed.train.runtime import lr_factor, step_seed, to_device, truncate_metrics
 from p2gmed.train.safety import ADVICE, NonFiniteError, StopSignals, kept_sentence
 from p2gmed.train.safety import apply_optimizer_settings, check_parameters
+from p2gmed.train.validation import Validation
 
 logger = logging.getLogger(__name__)
 
@@ -63,21 +62,6 @@ class Task(Protocol):
 
 class NonFiniteLossError(NonFiniteError):
     """The loss or a validation metric became NaN or infinite: the run stops (exit 1), nothing of it saved."""
-
-
-@dataclass
-class Validation:
-    """Periodic validation and best-model selection.
-
-    Attributes:
-        fn: model -> {metric name: value}; called under `torch.no_grad()` with the model in eval mode.
-        metric: the name in `fn`'s result that selects `best.pt`.
-        mode: "min" (lower is better) or "max".
-    """
-
-    fn: Callable[[torch.nn.Module], dict[str, float]]
-    metric: str
-    mode: str = "min"
 
 
 def mean_terms(records: Iterable[dict[str, float]], names: Iterable[str] = ()) -> dict[str, float]:
@@ -297,15 +281,18 @@ class Trainer:
         return {**mean_terms(records + pending, self.task.terms), "lr": lr}
 
     # ------------------------------------------------------------------------------------------ validation
-    def run_validation(self) -> dict[str, float]:
-        """Validate (all ranks; results averaged), update best.pt and the early-stopping counter."""
+    def run_validation(self, monitor: RunMonitor | None = None) -> dict[str, float]:
+        """Validate (all ranks; results averaged), update best.pt and the early-stopping counter; with a
+        `monitor` (rank 0), also log the validation's case figure to TensorBoard."""
         assert self.validation is not None
         was_training = self.model.training
         self.model.eval()
-        # validation must not shift the training RNG streams (resume exactness)
+        # validation (and its figure) must not shift the training RNG streams (resume exactness)
         cuda = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda), torch.no_grad(), self._autocast():
             metrics = {k: float(v) for k, v in self.validation.fn(self.model).items()}
+            if monitor is not None and self.validation.figure is not None:
+                monitor.figure(self.validation.figure(self.model), self.step)
         self.model.train(was_training)
         metrics = dist_utils.reduce_mean(metrics)
         name, mode = self.validation.metric, self.validation.mode
@@ -353,13 +340,9 @@ class Trainer:
                 "run %s is already at step %d >= max_steps %d", self.run_dir, self.step, self.max_steps
             )
             return last
-        writer, progress = None, None
+        monitor = None
         if self.is_main:
-            # purge_step drops events a killed run wrote after its last checkpoint
-            writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.step + 1 if self.step else None)
-            progress = tqdm(
-                total=self.max_steps, initial=self.step, desc=self.meta["task"], unit="step", leave=False
-            )
+            monitor = RunMonitor(self.run_dir, self.metrics_path, self.step, self.max_steps, self.meta["task"])
         tc = self.tcfg
         self.model.train()
         signals = StopSignals().__enter__()
@@ -371,17 +354,16 @@ class Trainer:
                 step, final = self.step, self.step == self.max_steps
                 stop = False
                 if self.validation is not None and (final or (tc.val_every > 0 and step % tc.val_every == 0)):
-                    record.update(self.run_validation())
+                    record.update(self.run_validation(monitor))
                     stop = tc.early_stopping > 0 and self.bad_validations >= tc.early_stopping
                 validated = any(k.startswith("val_") for k in record)
                 if step % max(1, tc.log_every) == 0 or final or stop or validated:
                     averaged = {k: v for k, v in record.items() if k not in ("step", "seconds")}
                     record.update(dist_utils.reduce_mean(averaged))
-                    if self.is_main:
-                        append_metrics(self.metrics_path, record, writer)
-                if progress is not None:
-                    progress.update(1)
-                    progress.set_postfix(loss=f"{record['loss']:.4f}")
+                    if monitor is not None:
+                        monitor.log(record)
+                if monitor is not None:
+                    monitor.advance(record["loss"])
                 interrupted = signals.agreed(self.world)
                 if final or stop or interrupted or (tc.checkpoint_every > 0 and step % tc.checkpoint_every == 0):
                     self.save("last")
@@ -397,8 +379,6 @@ class Trainer:
                     break
         finally:
             signals.__exit__()
-            if progress is not None:
-                progress.close()
-            if writer is not None:
-                writer.close()
+            if monitor is not None:
+                monitor.close()
         return last

@@ -32,16 +32,21 @@ from p2gmed.data.volumes import load_subjects
 from p2gmed.errors import InputError
 from p2gmed.io import write_text
 from p2gmed.models.baselines import build_architecture
-from p2gmed.models.weights import init_from_checkpoint, init_from_swinvit
+from p2gmed.models.swinvit_weights import init_from_swinvit
+from p2gmed.models.weights import init_from_checkpoint
 from p2gmed.train import distributed as dist_utils
 from p2gmed.train.checkpoint import check_monai_version, load_checkpoint
-from p2gmed.train.engine import Trainer, Validation
+from p2gmed.train.engine import Trainer
 from p2gmed.train.finetune import SegmentationTask, SynthesisTask
 from p2gmed.train.pretrain_task import PretrainTask
 from p2gmed.train.safety import check_resume_changes, prepare_run_folder, run_folder_lock
 from p2gmed.train.validation import (
+    Validation,
+    decomposition_figure,
     decomposition_validation,
+    segmentation_figure,
     segmentation_validation,
+    synthesis_figure,
     synthesis_validation,
     validation_crops,
 )
@@ -264,11 +269,14 @@ def _train(kind: str, data_dir: Path, out_dir: Path, cfg: Config, init, init_swi
     if val_loaded is not None:
         if kind == "pretrain":
             crops = validation_crops([val_loaded[i] for i in range(len(val_loaded))], cfg)
-            validation = Validation(decomposition_validation(crops), "decomposition_mse", "min")
+            figure = decomposition_figure(crops, cfg.data.modalities)
+            validation = Validation(decomposition_validation(crops), "decomposition_mse", "min", figure)
         elif labels:
-            validation = Validation(segmentation_validation(val_loaded, cfg, labels), "dice", "max")
+            figure = segmentation_figure(val_loaded, cfg, labels)
+            validation = Validation(segmentation_validation(val_loaded, cfg, labels), "dice", "max", figure)
         else:
-            validation = Validation(synthesis_validation(val_loaded, cfg), "psnr", "max")
+            figure = synthesis_figure(val_loaded, cfg)
+            validation = Validation(synthesis_validation(val_loaded, cfg), "psnr", "max", figure)
 
     trainer = Trainer(
         model,

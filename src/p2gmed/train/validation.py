@@ -4,12 +4,18 @@ Pre-training: the decomposition error (foreground MSE of every available modalit
 modality) on one fixed crop per held-out subject. Tuning, with sliding-window inference over whole volumes:
 synthesis, mean PSNR (unit convention) over (single source -> other available target) pairs; segmentation,
 mean region Dice (BraTS WT/TC/ET or AutoPET lesion) from all modalities and from each one alone.
+
+Each kind also draws one held-out subject at every validation (`Validation.figure`, logged to TensorBoard as
+`validation/case`): pre-training, its first crop's given modality and every modality decoded from it; synthesis,
+the given source with each synthesized target over its reference; segmentation, the given modalities with the
+predicted and the reference segmentation.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,6 +29,37 @@ from p2gmed.inference.sliding import sliding_predict
 from p2gmed.losses.decomposition import masked_mean_error
 
 Validate = Callable[[nn.Module], dict[str, float]]
+#: model -> a matplotlib Figure of one held-out subject, or None when there is nothing to draw
+Draw = Callable[[nn.Module], Any]
+
+
+@dataclass
+class Validation:
+    """Periodic validation and best-model selection.
+
+    Attributes:
+        fn: model -> {metric name: value}; called under `torch.no_grad()` with the model in eval mode.
+        metric: the name in `fn`'s result that selects `best.pt`.
+        mode: "min" (lower is better) or "max".
+        figure: optional model -> matplotlib Figure of one held-out subject; the engine calls it on the main
+            process right after `fn` (same no-grad, eval mode and forked RNG) and logs it to TensorBoard.
+    """
+
+    fn: Validate
+    metric: str
+    mode: str = "min"
+    figure: Draw | None = None
+
+
+def _case_figure(*args, **kwargs):
+    from p2gmed.report.case_figure import case_figure  # matplotlib only once a figure is drawn
+
+    return case_figure(*args, **kwargs)
+
+
+def _volume(tensor: Tensor):
+    """(D, H, W) tensor (any dtype, any device) -> float32 numpy array for a figure."""
+    return tensor.detach().float().cpu().numpy()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -66,6 +103,29 @@ def decomposition_validation(crops: list[dict[str, Any]]) -> Validate:
     return validate
 
 
+def decomposition_figure(crops: list[dict[str, Any]], modalities: Sequence[str]) -> Draw:
+    """model -> the first crop's first available modality (given) and every available modality decoded from it,
+    each over its reference."""
+
+    def draw(model: nn.Module):
+        if not crops:
+            return None
+        crop = crops[0]
+        present = crop["available"][0].nonzero().flatten().tolist()
+        if not present:
+            return None
+        image, given = crop["image"], present[0]
+        m = image.shape[1]
+        device = next(model.parameters()).device
+        decoded = model(image[:, given : given + 1].expand(-1, m, -1, -1, -1).to(device))[0]
+        rows = [(f"{modalities[given]} given", _volume(image[0, given]))]
+        rows += [(f"{modalities[t]} decoded", _volume(decoded[t])) for t in present]
+        references = {modalities[t]: _volume(image[0, t]) for t in present}
+        return _case_figure(rows, references=references, title=str(crop.get("subject", ["held-out crop"])[0]))
+
+    return draw
+
+
 # --------------------------------------------------------------------------------------------------
 # tuning
 
@@ -92,6 +152,48 @@ def _slide(model: nn.Module, image: Tensor, subset: Tensor, cfg: Config) -> Tens
     )
 
 
+def _wanted(cfg: Config) -> tuple[list[int], list[int]]:
+    """Channel indices of the sources and targets synthesis is tuned for (`tune.sources` / `tune.targets`)."""
+    order = tuple(cfg.data.modalities)
+    sources = [i for i, m in enumerate(order) if not cfg.tune.sources or m in cfg.tune.sources]
+    targets = [i for i, m in enumerate(order) if not cfg.tune.targets or m in cfg.tune.targets]
+    return sources, targets
+
+
+def _subject_name(item: Any) -> str:
+    return str(getattr(getattr(item, "subject", None), "subject_id", "held-out subject"))
+
+
+def synthesis_figure(val_loaded: Any, cfg: Config) -> Draw:
+    """model -> the first held-out subject with a source and another target: the given source and each target
+    synthesized from it (sliding window over the whole volume), each over its reference."""
+    wanted_sources, wanted_targets = _wanted(cfg)
+    order = tuple(cfg.data.modalities)
+
+    def draw(model: nn.Module):
+        for index in range(len(val_loaded)):
+            item = val_loaded[index]
+            present = item.available.nonzero().flatten().tolist()
+            sources = [m for m in present if m in wanted_sources]
+            if not sources:
+                continue
+            source = sources[0]
+            targets = [t for t in present if t != source and t in wanted_targets]
+            if not targets:
+                continue
+            image = item.image[None].float()
+            subset = torch.zeros_like(item.available, dtype=torch.bool)
+            subset[source] = True
+            prediction = _slide(model, image, subset, cfg)[0]
+            rows = [(f"{order[source]} given", _volume(image[0, source]))]
+            rows += [(f"{order[t]} synthesized", _volume(prediction[t])) for t in targets]
+            references = {order[t]: _volume(image[0, t]) for t in targets}
+            return _case_figure(rows, references=references, title=_subject_name(item))
+        return None
+
+    return draw
+
+
 def synthesis_validation(val_loaded: Any, cfg: Config) -> Validate:
     """model -> {"psnr": mean PSNR (dB, unit convention) over (single source, other available target) pairs}.
 
@@ -101,9 +203,7 @@ def synthesis_validation(val_loaded: Any, cfg: Config) -> Validate:
     after the unit convention's percentile scaling (evaluation/synthesis.py).
     """
 
-    order = tuple(cfg.data.modalities)
-    wanted_sources = [i for i, m in enumerate(order) if not cfg.tune.sources or m in cfg.tune.sources]
-    wanted_targets = [i for i, m in enumerate(order) if not cfg.tune.targets or m in cfg.tune.targets]
+    wanted_sources, wanted_targets = _wanted(cfg)
 
     def validate(model: nn.Module) -> dict[str, float]:
         values = []
@@ -154,3 +254,24 @@ def segmentation_validation(val_loaded: Any, cfg: Config, labels: str) -> Valida
         return out
 
     return validate
+
+
+def segmentation_figure(val_loaded: Any, cfg: Config, labels: str) -> Draw:
+    """model -> the first labelled held-out subject: its given modalities, and the segmentation predicted from
+    all of them (sliding window) next to the reference, drawn over the first."""
+    order = tuple(cfg.data.modalities)
+
+    def draw(model: nn.Module):
+        for index in range(len(val_loaded)):
+            item = val_loaded[index]
+            if item.label is None:
+                continue
+            present = item.available.nonzero().flatten().tolist()
+            logits = _slide(model, item.image[None].float(), item.available.clone(), cfg)
+            predicted = classes_to_labels(logits[0].argmax(0), labels)
+            rows = [(f"{order[m]} given", _volume(item.image[m])) for m in present]
+            segmentations = [("predicted", predicted.cpu().numpy()), ("reference", item.label[0].cpu().numpy())]
+            return _case_figure(rows, segmentations, title=_subject_name(item))
+        return None
+
+    return draw
