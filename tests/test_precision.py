@@ -37,15 +37,18 @@ def _batch(cfg):
 @pytest.mark.parametrize(
     "kind,precision",
     [
-        ("pretrain", "bf16"),
-        ("synthesis", "bf16"),
+        pytest.param("pretrain", "bf16", marks=pytest.mark.slow),
+        pytest.param("synthesis", "bf16", marks=pytest.mark.slow),
         pytest.param("pretrain", "fp16", marks=pytest.mark.slow),
         pytest.param("synthesis", "fp16", marks=pytest.mark.slow),
     ],
 )
 def test_real_step_in_mixed_precision(tiny_cfg, tmp_path, kind, precision):
+    # bf16 on a CPU: at 96^3 every feature map is 3^3 or larger, where oneDNN's bf16 weight gradients are right;
+    # at the tiny ROI the 2x2x4 maps of the first decoder block get wrong, sometimes NaN gradients (device.py)
+    roi = (96, 96, 96) if precision == "bf16" else tiny_cfg.data.roi_size
     cfg = replace_fields(
-        tiny_cfg, data={"modalities": MODALITIES}, train={"precision": precision, "device": "cpu"}
+        tiny_cfg, data={"modalities": MODALITIES, "roi_size": roi}, train={"precision": precision, "device": "cpu"}
     )
     torch.manual_seed(0)
     model = build_model(cfg, len(MODALITIES))
@@ -72,14 +75,13 @@ def test_real_step_in_mixed_precision(tiny_cfg, tmp_path, kind, precision):
     assert (saved["scaler"] is not None) == (precision == "fp16")
 
 
-def test_auto_precision_is_bf16_only_where_bf16_is_fast(monkeypatch):
+def test_auto_precision_is_bf16_only_on_gpus_with_bf16(monkeypatch):
     from p2gmed import device as device_mod
 
     monkeypatch.setattr(device_mod, "_cpu_has_native_bf16", lambda: False)  # e.g. an AVX2 or Skylake CPU
     assert device_mod.resolve_precision("auto", torch.device("cpu")) == "fp32"
-    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        monkeypatch.setattr(device_mod, "_cpu_has_native_bf16", lambda: True)  # Sapphire Rapids, Zen 4/5
-        assert device_mod.resolve_precision("auto", torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(device_mod, "_cpu_has_native_bf16", lambda: True)  # fast, but wrong weight gradients
+    assert device_mod.resolve_precision("auto", torch.device("cpu")) == "fp32"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert device_mod.resolve_precision("auto", torch.device("cuda", 0)) == "bf16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
@@ -94,3 +96,8 @@ def test_bf16_on_a_cpu_without_onednn_bf16_warns_with_the_fix(monkeypatch, caplo
     with caplog.at_level("WARNING"):
         assert device_mod.resolve_precision("bf16", torch.device("cpu")) == "bf16"
     assert "slower than fp32" in caplog.text and "train.precision fp32" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(device_mod, "bf16_is_fast", lambda device: True)
+    with caplog.at_level("WARNING"):
+        assert device_mod.resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert "wrong" in caplog.text and "slower" not in caplog.text
