@@ -14,7 +14,7 @@ squares, X' = the fused bottleneck of docs/method.md §4):
 
     python benchmarks/representation.py --data DATA RUN/checkpoints/last.pt [more checkpoints]
 
-docs/results.md ("Why P2G segments worse from all four modalities") reads the demo's checkpoints with it.
+docs/results.md ("The false positive is frontal white matter ...") reads the demo's checkpoints with it.
 """
 
 from __future__ import annotations
