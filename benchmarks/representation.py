@@ -1,8 +1,8 @@
 """Is the personalised representation X' alive? Its spread over inputs and the decoder's use of it.
 
-For each P2G checkpoint given, crops (`data.roi_size`, fixed seed) of the first `--subjects` subjects of DATA are
-encoded one modality at a time as `P2GNet.forward_subset` does, and three numbers are printed (relative root mean
-squares, X' = the fused bottleneck of docs/method.md §4):
+For each P2G checkpoint given, crops (`data.roi_size`, fixed seed) of the first `--subjects` subjects of DATA
+are encoded one modality at a time as `P2GNet.forward_subset` does, and three numbers are printed (relative
+root mean squares, X' = the fused bottleneck of docs/method.md §4):
 
 - `between modalities`: X'_m of one crop against the crop's mean over its modalities. Small is what the
   invariance constraint (Eq. 3) asks for.
@@ -33,7 +33,8 @@ def crops_of(image, roi: tuple[int, ...], count: int, generator):
     size = [min(r, s) for r, s in zip(roi, image.shape[1:], strict=True)]
     out = []
     for _ in range(count):
-        start = [int(torch.randint(0, s - r + 1, (1,), generator=generator)) for r, s in zip(size, image.shape[1:])]
+        start = [int(torch.randint(0, s - r + 1, (1,), generator=generator))
+                 for r, s in zip(size, image.shape[1:], strict=True)]
         out.append(image[None, :, start[0]:start[0] + size[0], start[1]:start[1] + size[1],
                          start[2]:start[2] + size[2]].float())
     return out
@@ -52,8 +53,8 @@ def measure(checkpoint: Path, data: Path, subjects: int, crops: int, seed: int) 
         raise SystemExit(f"{checkpoint}: not a P2G model (no X' to measure)")
     items = load_subjects(read_dataset(data)[:subjects], cfg.data, progress=False, with_label=False)
     generator = torch.Generator().manual_seed(seed)
-    batch = torch.cat([c for i in range(len(items)) for c in crops_of(items[i].image, cfg.data.roi_size, crops,
-                                                                      generator)])
+    batch = torch.cat([c for i in range(len(items))
+                       for c in crops_of(items[i].image, cfg.data.roi_size, crops, generator)])
     m = batch.shape[1]
     rms = lambda t: float(t.float().pow(2).mean().sqrt())  # noqa: E731
     with torch.no_grad():
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"{'checkpoint':60s} {'X rms':>8s} {'between modalities':>19s} {'between crops':>14s} {'output change':>14s}")
+    print(f"{'checkpoint':60s} {'X rms':>8s} {'between modalities':>19s} {'between crops':>14s} "
+          f"{'output change':>14s}")
     for checkpoint in args.checkpoints:
         r = measure(checkpoint, args.data, args.subjects, args.crops, args.seed)
         print(f"{str(checkpoint)[-60:]:60s} {r['rms']:8.3f} {r['between_modalities']:19.4f} "
