@@ -27,10 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def crops_of(image, roi: tuple[int, ...], count: int, generator):
-    """`count` random (1, M, *roi) crops of one (M, D, H, W) image (the roi clipped to the image)."""
+    """`count` random (1, M, *roi) crops of one (M, D, H, W) image (zero-padded where it is smaller)."""
     import torch
+    import torch.nn.functional as F
 
-    size = [min(r, s) for r, s in zip(roi, image.shape[1:], strict=True)]
+    short = [max(0, r - s) for r, s in zip(roi, image.shape[1:], strict=True)]
+    if any(short):  # F.pad takes (last dim before, after, ...)
+        image = F.pad(image, [p for n in reversed(short) for p in (n // 2, n - n // 2)])
+    size = list(roi)
     out = []
     for _ in range(count):
         start = [int(torch.randint(0, s - r + 1, (1,), generator=generator))
