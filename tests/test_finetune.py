@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from test_pretrain_task import run_step
 
 from p2gmed.cli import main
 from p2gmed.losses.decomposition import masked_mean_error
 from p2gmed.models.baselines import build_baseline
 from p2gmed.models.network import build_model
 from p2gmed.train import finetune
-from p2gmed.train.engine import mean_terms
 from p2gmed.train.finetune import SegmentationTask, SynthesisTask, draw_subsets
 from p2gmed.train.validation import segmentation_validation, synthesis_validation
 
@@ -33,17 +33,6 @@ def _batch(n=2, labels=True, seed=0):
     if labels:
         batch["label"] = torch.randint(0, 4, (n, 1, *SHAPE), generator=gen)
     return batch
-
-
-def run_step(task, batch, generator, passes=None):
-    """What the engine does with a step's losses: a backward per yielded dict, then each term's mean."""
-    records = []
-    for terms in task.run_step(batch, generator):
-        terms["loss"].backward()
-        records.append({name: float(value.detach()) for name, value in terms.items()})
-    if passes is not None:
-        passes.append(len(records))
-    return mean_terms(records, task.terms)
 
 
 def test_draw_subsets_properties_and_uniformity():
