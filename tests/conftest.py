@@ -62,3 +62,22 @@ def demo_nac(tmp_path_factory):
     root = tmp_path_factory.mktemp("demo") / "nac"
     make_demo(root, kind="nac", subjects=3, layout="nac", seed=0)
     return root
+
+
+@pytest.fixture(scope="session")
+def untrained_pretrain_checkpoint(tmp_path_factory):
+    """A freshly initialised tiny P2GNet saved as a step-1 pre-training checkpoint of the four MRI modalities."""
+    from pathlib import Path
+
+    import torch
+
+    from p2gmed.config import config_to_dict, load_config
+    from p2gmed.models.baselines import build_architecture
+    from p2gmed.train.checkpoint import save_checkpoint
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "tiny-cpu.yaml")
+    path = tmp_path_factory.mktemp("ckpt") / "pretrain.pt"
+    torch.manual_seed(0)
+    save_checkpoint(path, model=build_architecture(cfg, "p2g", 4), step=1, config=config_to_dict(cfg),
+                    task="pretrain", architecture="p2g", out_channels=4, modalities=["t1n", "t1c", "t2w", "t2f"])
+    return path

@@ -18,17 +18,8 @@ MRI = ("t1n", "t1c", "t2w", "t2f")
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from p2gmed.config import config_to_dict, load_config
-    from p2gmed.models.baselines import build_architecture
-    from p2gmed.train.checkpoint import save_checkpoint
-
-    cfg = load_config(Path(__file__).parents[1] / "configs" / "tiny-cpu.yaml")
-    path = tmp_path_factory.mktemp("ckpt") / "pretrain.pt"
-    torch.manual_seed(0)
-    save_checkpoint(path, model=build_architecture(cfg, "p2g", 4), step=1, config=config_to_dict(cfg),
-                    task="pretrain", architecture="p2g", out_channels=4, modalities=list(MRI))
-    return path
+def model(untrained_pretrain_checkpoint):
+    return untrained_pretrain_checkpoint
 
 
 def brats21_case(root: Path, case: str = "BraTS2021_00001", shape=(12, 10, 9)) -> Path:
