@@ -16,7 +16,7 @@ dilation and minimum lesion volume, BraTS-GLI: 3 and 50 mm^3):
 6. Lesion-wise Dice = sum of lesion Dice / (reference lesions + false positives); lesion-wise HD95 = (sum of lesion
    HD95 + 374 x false positives) / (reference lesions + false positives). With neither (both empty): 1 and 0.
 
-The surface distances use the face-connected voxel surfaces of the legacy HD95 (`brats._surface_distances`, as
+The surface distances use the face-connected voxel surfaces of the legacy HD95 (`brats.hd95`, as
 MedPy); the challenge's script weights surface elements by area (DeepMind's surface-distance), which differs by
 a fraction of a voxel on curved surfaces. Dilation counts voxels, as in the challenge (defined on 1 mm grids).
 """
@@ -34,9 +34,9 @@ from p2gmed.evaluation.brats import (
     BRATS_LABELS,
     METRIC_COLUMNS,
     REGION_NAMES,
-    _surface_distances,
     brats_metrics,
     check_labels,
+    hd95,
     region_masks,
 )
 
@@ -58,10 +58,10 @@ _DILATE = ndimage.generate_binary_structure(3, 2)  # the challenge's dilation el
 
 
 def _hd95(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]) -> float:
+    """The legacy HD95 of a lesion and what matched it; a missed or false lesion (an empty side) is penalised."""
     if not a.any() or not b.any():
         return HD95_PENALTY
-    distances = np.concatenate([_surface_distances(a, b, spacing), _surface_distances(b, a, spacing)])
-    return float(np.percentile(distances, 95))
+    return hd95(a, b, spacing)
 
 
 def lesionwise_region(

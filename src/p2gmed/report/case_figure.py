@@ -20,7 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from p2gmed.errors import InputError
-from p2gmed.report.figures import VIEWS, _label_rgba, _pyplot, _save, _window, centre_index, orthogonal_slices
+from p2gmed.report.figures import VIEWS, _pyplot, _save, _window, centre_index, draw_slice_row
 
 
 def lesion_centre(*segmentations: np.ndarray | None, fallback: np.ndarray | None = None) -> tuple[int, int, int]:
@@ -82,18 +82,8 @@ def case_figure(
     plt = _pyplot()
     fig, axes = plt.subplots(len(rows), len(VIEWS), figsize=(2.4 * len(VIEWS), 2.2 * len(rows) + 0.4), squeeze=False,
                              layout="constrained")
-    for r, (name, volume, (low, high), seg) in enumerate(rows):
-        slices = orthogonal_slices(volume, index)
-        labels = orthogonal_slices(seg, index) if seg is not None else [None] * len(VIEWS)
-        for v, (img, lab) in enumerate(zip(slices, labels)):
-            ax = axes[r, v]
-            ax.imshow(img, cmap="gray", vmin=low, vmax=high, origin="lower")
-            if lab is not None:
-                ax.imshow(_label_rgba(lab), origin="lower", interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(VIEWS[v], fontsize=9)
+    for r, (name, volume, window, seg) in enumerate(rows):
+        draw_slice_row(axes[r], volume, index, window, seg, titles=r == 0)
         axes[r, 0].set_ylabel(name, fontsize=9)
     fig.suptitle(title or f"slices through voxel {tuple(int(i) for i in index)}", fontsize=10)
     return fig

@@ -159,14 +159,7 @@ def plot_segmentation_overlay(
     plt = _pyplot()
     fig, axes = plt.subplots(2, len(VIEWS), figsize=(3.0 * len(VIEWS), 6.4), squeeze=False)
     for r, (name, seg) in enumerate((("reference", ref_seg), ("prediction", pred_seg))):
-        for v, (img, lab) in enumerate(zip(orthogonal_slices(image, index), orthogonal_slices(seg, index))):
-            ax = axes[r, v]
-            ax.imshow(img, cmap="gray", vmin=low, vmax=high, origin="lower")
-            ax.imshow(_label_rgba(lab), origin="lower", interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(VIEWS[v], fontsize=9)
+        draw_slice_row(axes[r], image, index, (low, high), seg, titles=r == 0)
         axes[r, 0].set_ylabel(name, fontsize=10)
     present = sorted((set(np.unique(ref_seg).tolist()) | set(np.unique(pred_seg).tolist())) - {0})
     handles = [Patch(color=LABEL_COLOURS.get(int(v), (0.5, 0.5, 1.0, 0.5)), label=f"label {v}") for v in present]
@@ -174,6 +167,25 @@ def plot_segmentation_overlay(
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
     fig.suptitle(title or f"slices through voxel {tuple(index)}", fontsize=10)
     return _save(fig, out_png, atomic_path)
+
+
+def draw_slice_row(
+    axes_row: Sequence, volume: np.ndarray, index: Sequence[int], window: tuple[float, float],
+    seg: np.ndarray | None = None, titles: bool = False,
+) -> None:
+    """The three orthogonal slices of `volume` through `index` on one row of axes, with `seg` overlaid if given
+    and the view names as titles if `titles`."""
+    low, high = window
+    labels = orthogonal_slices(seg, index) if seg is not None else [None] * len(VIEWS)
+    for v, (img, lab) in enumerate(zip(orthogonal_slices(volume, index), labels)):
+        ax = axes_row[v]
+        ax.imshow(img, cmap="gray", vmin=low, vmax=high, origin="lower")
+        if lab is not None:
+            ax.imshow(_label_rgba(lab), origin="lower", interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if titles:
+            ax.set_title(VIEWS[v], fontsize=9)
 
 
 def _label_rgba(labels: np.ndarray) -> np.ndarray:
