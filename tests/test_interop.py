@@ -163,7 +163,8 @@ def test_modalities_come_from_the_data_set_when_the_config_names_none(demo_petct
     tiny = Path(__file__).parents[1] / "configs" / "tiny-cpu.yaml"
 
     def args(*overrides):
-        return Namespace(config=tiny, overrides=list(overrides), data=demo_petct, device=None, max_steps=None)
+        return Namespace(config=tiny, overrides=list(overrides), data=demo_petct, device=None, max_steps=None,
+                         channels=None)
 
     assert run_config(args()).data.modalities == ("ct", "pet")  # AutoPET folder, MRI default
     assert run_config(args("data.modalities=[pet]")).data.modalities == ("pet",)  # a named choice wins

@@ -85,7 +85,7 @@ def run_config(args: argparse.Namespace, **sections: dict[str, Any]) -> Config:
             raise InputError(f"--max-steps must be at least 1, got {args.max_steps}")
         train.update(max_steps=args.max_steps, epochs=0)
     cfg = load_config(args.config, args.overrides)
-    if getattr(args, "channels", None):
+    if args.channels:
         cfg = replace_fields(cfg, data={"channels": args.channels})
     if not names_setting(args.config, args.overrides, "data", "modalities"):
         modalities = dataset_modalities(args.data, cfg.data.layout, cfg.data.channels)
