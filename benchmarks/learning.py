@@ -134,7 +134,7 @@ def final_scores(run: Path, data: Path, out: Path) -> dict[str, float]:
     from p2gmed.inference.models import load_models
     from p2gmed.inference.postprocess import keep_largest_component
     from p2gmed.inference.sliding import sliding_predict
-    from p2gmed.losses.segmentation import classes_to_labels, region_masks
+    from p2gmed.data.layouts import classes_to_labels, region_masks
     from p2gmed.train.validation import dice_score
 
     loaded_model = load_models([run / "checkpoints" / "last.pt"])[0]

@@ -23,6 +23,7 @@ from p2gmed.modalities import canonical
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "LossConfig", "TrainConfig", "TuneConfig", "InferenceConfig",
     "RETIRED_KEYS", "load_config", "names_setting", "parse_override", "replace_fields", "config_from_dict",
+    "config_from_checkpoint",
     "config_to_dict", "dump_config",
 ]
 
@@ -97,6 +98,13 @@ class ModelConfig:
     """Rotation and projection heads on the encoder bottleneck z (paper) or on the fused X' (authors' code)."""
     projection_dim: int = 512
     activation_checkpointing: bool = False
+    subset_skips: Literal["mean", "attention"] = "mean"
+    """How several modalities' skip features are combined before one decode (docs/method.md §4): mean over the
+    subset, or a learned per-voxel softmax weighting over it (zero-initialised, so it starts as the mean)."""
+    input_skip: Literal["mean", "channels"] = "mean"
+    """The decoder's full-resolution input skip for a subset: the mean of the repeated modalities (each channel
+    the subset's mean image), or the modalities in their own channels with the missing ones filled by that mean
+    (identical for one modality)."""
 
 
 @dataclass
@@ -280,6 +288,19 @@ def replace_fields(cfg: Config, **sections: dict[str, Any]) -> Config:
 
 def config_from_dict(data: dict) -> Config:
     return from_dict(Config, data).validate()
+
+
+#: what a checkpoint's stored configuration meant for a key it lacks (it was written before the key existed)
+CHECKPOINT_DEFAULTS = {("model", "subset_skips"): "mean", ("model", "input_skip"): "mean"}
+
+
+def config_from_checkpoint(data: dict) -> Config:
+    """The configuration stored in a checkpoint; keys added since it was written keep their behaviour then."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for (section, key), value in CHECKPOINT_DEFAULTS.items():
+        if isinstance(data.get(section), dict):
+            data[section].setdefault(key, value)
+    return config_from_dict(data)
 
 
 def config_to_dict(cfg: Config) -> dict:

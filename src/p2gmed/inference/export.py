@@ -86,7 +86,7 @@ def export_inference(model_path: str | Path, out_path: str | Path) -> dict[str, 
     Raises:
         InputError: the input is not a p2gmed checkpoint that prediction can run, or `out` would overwrite it.
     """
-    from p2gmed.config import config_from_dict
+    from p2gmed.config import config_from_checkpoint
     from p2gmed.inference.models import LoadedModel, training_spacing
     from p2gmed.io import save_torch, write_text
     from p2gmed.models.weights import model_from_checkpoint
@@ -97,7 +97,7 @@ def export_inference(model_path: str | Path, out_path: str | Path) -> dict[str, 
         raise InputError(f"--out {out_path} would overwrite the input checkpoint")
     model, ckpt = model_from_checkpoint(model_path)  # the weights must load strictly into their architecture
     LoadedModel.from_checkpoint_dict(model, ckpt, model_path)  # and prediction must be able to run them
-    spacing = training_spacing(ckpt, config_from_dict(ckpt["config"]))
+    spacing = training_spacing(ckpt, config_from_checkpoint(ckpt["config"]))
     card = model_card(ckpt, model_path, spacing)
     exported = {key: ckpt[key] for key in CHECKPOINT_KEYS}
     exported.update(

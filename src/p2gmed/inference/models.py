@@ -75,11 +75,11 @@ class LoadedModel:
     @classmethod
     def from_checkpoint_dict(cls, model: nn.Module, ckpt: dict[str, Any], path: str | Path) -> LoadedModel:
         """Wrap a model and its checkpoint metadata; InputError naming the file when the metadata is unusable."""
-        from p2gmed.config import config_from_dict
+        from p2gmed.config import config_from_checkpoint
         from p2gmed.modalities import canonical
 
         path = Path(path)
-        cfg = config_from_dict(ckpt["config"])
+        cfg = config_from_checkpoint(ckpt["config"])
         task = ckpt.get("task")
         if task not in SYNTHESIS_TASKS + SEGMENTATION_TASKS:
             raise InputError(f"{path} holds a model for task '{task}', which p2g predict cannot run")

@@ -23,6 +23,7 @@ from p2gmed.config import Config
 from p2gmed.errors import InputError
 from p2gmed.models.heads import ProjectionHead, RotationHead
 from p2gmed.models.prior import PriorFusion, prior_from_config
+from p2gmed.models.subset_fusion import SubsetFusion
 
 
 class P2GNet(nn.Module):
@@ -35,6 +36,7 @@ class P2GNet(nn.Module):
         projection_head: the contrastive projection of Eq. 2.
         head_placement: "paper": heads read the encoder bottleneck z (Algorithm 1); "code": they read the
             fused X' (authors' release).
+        subset_fusion: how a subset's skip features are combined (models/subset_fusion.py); default the mean.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class P2GNet(nn.Module):
         projection_head: ProjectionHead,
         *,
         head_placement: str = "paper",
+        subset_fusion: SubsetFusion | None = None,
     ) -> None:
         super().__init__()
         if head_placement not in ("paper", "code"):
@@ -55,6 +58,10 @@ class P2GNet(nn.Module):
         self.projection_head = projection_head
         self.head_placement = head_placement
         self.in_channels = backbone.swinViT.patch_embed.proj.in_channels
+        if subset_fusion is None:
+            f = backbone.swinViT.embed_dim
+            subset_fusion = SubsetFusion([f, 2 * f, 4 * f, 8 * f])
+        self.subset_fusion = subset_fusion
 
     # -- the three stages --------------------------------------------------------------------------------
     def encode(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -137,7 +144,7 @@ class P2GNet(nn.Module):
 
         Each available modality m is encoded alone (repeated over the M channels); the fused X'_m are
         averaged over the subset (the invariance constraint makes them estimates of the same X_h), the skip
-        features likewise, and the mean is decoded once.
+        features are combined by `subset_fusion` (the mean by default), and the result is decoded once.
 
         Args:
             image: (B, M, D, H, W); channels of unavailable modalities are ignored.
@@ -159,16 +166,23 @@ class P2GNet(nn.Module):
         if not indices:
             raise ValueError("forward_subset needs at least one available modality")
         fused_sum: Tensor | None = None
-        skip_sums: list[Tensor] = []
+        stages: list[list[Tensor | None]] = [[None] * self.in_channels for _ in range(4)]
         for m in indices:
             x = image[:, m : m + 1].expand(-1, self.in_channels, -1, -1, -1)
             z, skips = self.encode(x)
             fused = self.fuse(z)
             fused_sum = fused if fused_sum is None else fused_sum + fused
-            skip_sums = skips if not skip_sums else [s + t for s, t in zip(skip_sums, skips)]
-        n = len(indices)
+            for stage, feature in zip(stages, skips[1:], strict=True):
+                stage[m] = feature
         assert fused_sum is not None
-        return self.decode(fused_sum / n, [s / n for s in skip_sums])
+        mask = available.to(image.device).expand(image.shape[0], -1)
+        return self.decode(fused_sum / len(indices), self.subset_fusion(image, mask, [stack_modalities(s) for s in stages]))
+
+
+def stack_modalities(features: list[Tensor | None]) -> Tensor:
+    """Per-modality features (None where a modality was not encoded) -> (B, M, C, *spatial), zeros for None."""
+    present = next(f for f in features if f is not None)
+    return torch.stack([present.new_zeros(present.shape) if f is None else f for f in features], dim=1)
 
 
 def swinunetr_kwargs(cfg: Config, out_channels: int) -> dict[str, Any]:
@@ -211,4 +225,6 @@ def build_model(cfg: Config, out_channels: int) -> P2GNet:
         RotationHead(channels),
         ProjectionHead(channels, cfg.model.projection_dim),
         head_placement=cfg.model.head_placement,
+        subset_fusion=SubsetFusion([f * cfg.model.feature_size for f in (1, 2, 4, 8)], cfg.model.subset_skips,
+                                   cfg.model.input_skip),
     )

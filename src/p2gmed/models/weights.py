@@ -29,7 +29,7 @@ import torch
 from monai.networks.nets import SwinUNETR
 from torch import nn
 
-from p2gmed.config import config_from_dict
+from p2gmed.config import config_from_checkpoint
 from p2gmed.errors import InputError
 from p2gmed.io import save_torch, write_text
 from p2gmed.models.baselines import ARCHITECTURES, build_architecture
@@ -45,6 +45,9 @@ ENCODER_PARTS = ("swinViT.",)
 PRIOR_PARTS = ("prior.",)
 #: the output layer, re-initialised when the number of output channels changes
 OUT_LAYER = "backbone.out."
+#: learned only in tuning, zero-initialised (= the mean over a subset; models/subset_fusion.py): a checkpoint
+#: trained without them (any pre-training, or `model.subset_skips: mean`) leaves them at that start
+FRESH_PARTS = ("subset_fusion.",)
 _LIST_LIMIT = 20
 
 
@@ -155,6 +158,10 @@ def load_weights(
         else:
             usable[key] = value
             report.matched.append(key)
+    fresh = [k for k in wanted if k.startswith(FRESH_PARTS) and k not in source]
+    if fresh:
+        report.reinitialised += fresh
+        report.notes.append("the learned subset weighting starts as the mean (the source has none)")
     report.missing += [k for k in wanted if k not in source and k not in report.reinitialised]
     if any(k in source for k in report.reinitialised):
         report.notes.append(
@@ -268,7 +275,7 @@ def checkpoint_config(ckpt: dict, path: str | Path):
     if not isinstance(ckpt.get("config"), dict):
         raise InputError(f"checkpoint {path} holds no configuration mapping")
     try:
-        return config_from_dict(ckpt["config"])
+        return config_from_checkpoint(ckpt["config"])
     except InputError as exc:
         raise InputError(f"checkpoint {path} holds a configuration this p2gmed cannot read: {exc}") from None
 

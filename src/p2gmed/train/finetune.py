@@ -39,6 +39,7 @@ from p2gmed.losses.invariance import InvarianceLoss, RunningAnchor
 from p2gmed.losses.objective import weighted_total
 from p2gmed.losses.segmentation import mmformer_dice, weighted_cross_entropy
 from p2gmed.models.baselines import mask_missing
+from p2gmed.models.network import stack_modalities
 
 
 def modality_mask(cfg: Config, names: tuple[str, ...]) -> Tensor:
@@ -186,7 +187,7 @@ class FinetuneTask(abc.ABC):
         n = subset.shape[0]
         anchor = RunningAnchor(n, self.cfg.loss.anchor)
         fused_sum: Tensor | None = None
-        skip_sums: list[Tensor] = []
+        stages: list[list[Tensor | None]] = [[None] * subset.shape[1] for _ in range(4)]
         invariance: list[Tensor] = []
         for modality in torch.randperm(subset.shape[1], generator=generator).tolist():
             rows = subset[:, modality].nonzero().flatten()
@@ -195,21 +196,20 @@ class FinetuneTask(abc.ABC):
             fused, skips, term = self._encode(image, modality, rows, anchor)
             if term is not None:
                 invariance.append(term)
-            # differentiable per-crop sums over the subset (index_add is out of place: the graph is kept)
+            # differentiable per-crop sums / stacks over the subset (index_add is out of place: the graph is kept)
             rows_dev = rows.to(image.device)
             fused_sum = fused_sum if fused_sum is not None else fused.new_zeros((n, *fused.shape[1:]))
             fused_sum = fused_sum.index_add(0, rows_dev, fused)
-            skip_sums = skip_sums or [s.new_zeros((n, *s.shape[1:])) for s in skips]
-            skip_sums = [total.index_add(0, rows_dev, s) for total, s in zip(skip_sums, skips, strict=True)]
+            for stage, feature in zip(stages, skips[1:], strict=True):
+                stage[modality] = feature.new_zeros((n, *feature.shape[1:])).index_add(0, rows_dev, feature)
         assert fused_sum is not None
         rows = subset.any(1).nonzero().flatten()
         rows_dev = rows.to(image.device)
         count = subset.sum(1).clamp(min=1).to(image.device, torch.float32)
-
-        def mean(total: Tensor) -> Tensor:
-            return (total / count.view(-1, *([1] * (total.ndim - 1))).to(total.dtype))[rows_dev]
-
-        terms = self.task_terms(self.model.decode(mean(fused_sum), [mean(s) for s in skip_sums]), batch, rows)
+        mask = subset[rows].to(image.device)
+        fused = (fused_sum / count.view(-1, *([1] * (fused_sum.ndim - 1))).to(fused_sum.dtype))[rows_dev]
+        skips = self.model.subset_fusion(image[rows_dev], mask, [stack_modalities(s)[rows_dev] for s in stages])
+        terms = self.task_terms(self.model.decode(fused, skips), batch, rows)
         if invariance:
             terms["invariance"] = torch.stack(invariance).sum()
         return self._total(terms)

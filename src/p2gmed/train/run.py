@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from p2gmed.config import Config, TrainConfig, config_to_dict
+from p2gmed.config import Config, TrainConfig, config_from_checkpoint, config_to_dict
 from p2gmed.data.layouts import num_classes
 from p2gmed.data.manifests import parse_channels
 from p2gmed.data.read import read_dataset
@@ -93,11 +93,12 @@ def check_resume_config(
             f"{last} is a {ckpt['task']} checkpoint ({ckpt['architecture']}); it cannot resume a {task} run "
             f"({architecture})"
         )
-    diffs = model_config_differences(ckpt["config"], cfg)
+    saved = config_to_dict(config_from_checkpoint(ckpt["config"]))  # keys added since: their meaning then
+    diffs = model_config_differences(saved, cfg)
     if diffs:
         raise InputError(f"--resume with a different model configuration than {last}: {'; '.join(diffs)}")
     record = dist_utils.is_main()  # one record of the accepted changes, by the process that writes files
-    check_resume_changes(last.parent.parent, ckpt["config"], config_to_dict(cfg), int(ckpt["step"]),
+    check_resume_changes(last.parent.parent, saved, config_to_dict(cfg), int(ckpt["step"]),
                          allow_config_change, record=record)
 
 

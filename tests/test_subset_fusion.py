@@ -1,0 +1,78 @@
+"""Combining several modalities' encodings (models/subset_fusion.py): the mean, the learned weighting, the
+input skip, and that tuning trains what prediction computes for every choice."""
+
+import pytest
+import torch
+
+from p2gmed.models.network import build_model
+from p2gmed.models.subset_fusion import SubsetFusion, filled_input, masked_mean
+from p2gmed.train import finetune
+from p2gmed.train.finetune import SynthesisTask
+
+from test_models import tiny_config
+
+
+def test_masked_mean_by_hand():
+    stack = torch.tensor([[[1.0], [3.0], [100.0]], [[2.0], [4.0], [6.0]]]).view(2, 3, 1, 1)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    assert masked_mean(stack, mask).flatten().tolist() == [2.0, 4.0]
+
+
+def test_filled_input_keeps_present_channels_and_fills_the_rest_with_their_mean():
+    image = torch.arange(4.0).view(1, 4, 1, 1, 1).expand(1, 4, 2, 2, 2).clone()
+    filled = filled_input(image, torch.tensor([[True, False, True, False]]))
+    assert filled[0, :, 0, 0, 0].tolist() == [0.0, 1.0, 2.0, 1.0]  # channels 1 and 3 <- mean(0, 2)
+    single = filled_input(image, torch.tensor([[False, False, False, True]]))
+    assert torch.equal(single, image[:, 3:4].expand_as(image))  # one modality: the repeated input
+
+
+def test_attention_starts_as_the_mean_and_ignores_absent_modalities():
+    torch.manual_seed(0)
+    fusion = SubsetFusion([3, 5], skips="attention")
+    image = torch.randn(2, 4, 4, 4, 4)
+    skips = [torch.randn(2, 4, 3, 2, 2, 2), torch.randn(2, 4, 5, 1, 1, 1)]
+    mask = torch.tensor([[True, False, True, True], [False, True, False, False]])
+    mean = SubsetFusion([3, 5], skips="mean")(image, mask, skips)
+    for a, b in zip(fusion(image, mask, skips), mean, strict=True):
+        torch.testing.assert_close(a, b)  # zero-initialised scores: equal weights
+    for conv in fusion.scores:
+        torch.nn.init.normal_(conv.weight)
+    trained = fusion(image, mask, skips)
+    assert not torch.allclose(trained[1][0], mean[1][0])
+    changed = [s.clone() for s in skips]
+    for s in changed:
+        s[0, 1] = 1e3  # an absent modality's features
+        s[1, [0, 2, 3]] = -1e3
+    for a, b in zip(fusion(image, mask, changed), trained, strict=True):
+        torch.testing.assert_close(a, b)
+    # a single modality passes unchanged whatever the scores
+    torch.testing.assert_close(trained[1][1], skips[0][1, 1])
+
+
+@pytest.mark.parametrize("skips,input_skip", [("attention", "mean"), ("mean", "channels"), ("attention", "channels")])
+def test_tuning_trains_what_forward_subset_predicts(skips, input_skip, monkeypatch):
+    cfg = tiny_config(subset_skips=skips, input_skip=input_skip)
+    torch.manual_seed(0)
+    model = build_model(cfg, 4)
+    if model.subset_fusion.scores is not None:
+        for conv in model.subset_fusion.scores:
+            torch.nn.init.normal_(conv.weight, std=0.5)
+    task = SynthesisTask(model, cfg, "p2g")
+    predictions = []
+    original = task.task_terms
+    monkeypatch.setattr(task, "task_terms", lambda p, b, r: predictions.append((p.detach(), r)) or original(p, b, r))
+    subset = torch.tensor([[True, False, True, True], [False, True, True, False]])
+    monkeypatch.setattr(finetune, "draw_subsets", lambda *_: subset)
+    torch.manual_seed(1)
+    batch = {"image": torch.randn(2, 4, 32, 32, 64), "available": torch.ones(2, 4, dtype=torch.bool),
+             "foreground": torch.ones(2, 1, 32, 32, 64, dtype=torch.bool), "subject": ["a", "b"]}
+    for terms in task.run_step(batch, torch.Generator().manual_seed(0)):
+        terms["loss"].backward()
+    ((prediction, rows),) = predictions
+    assert rows.tolist() == [0, 1]
+    if model.subset_fusion.scores is not None:
+        assert model.subset_fusion.scores[0].weight.grad is not None  # the weighting is trained
+    with torch.no_grad():
+        for row in (0, 1):
+            predicted = model.forward_subset(batch["image"][row : row + 1], subset[row])
+            torch.testing.assert_close(prediction[row : row + 1], predicted, rtol=1e-4, atol=1e-4)
