@@ -4,6 +4,7 @@ the real MNI averages themselves and one end-to-end run of the check."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import sys
@@ -145,6 +146,8 @@ def test_real_t1_and_t2_are_anticorrelated_and_t2_has_real_contrast(real):
 def test_check_end_to_end_with_an_untrained_model(real, untrained_pretrain_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setattr(real_data, "load_real", lambda with_nilearn=True: real)
     monkeypatch.setattr(real_transfer, "load_real", lambda: real)
+    one_brain = functools.partial(real_transfer.in_distribution, subjects=1)
+    monkeypatch.setattr(real_transfer, "in_distribution", one_brain)
     out = tmp_path / "transfer.json"
     assert real_transfer.main(["--model", str(untrained_pretrain_checkpoint), "--out", str(out)]) == 0
     report = json.loads(out.read_text())
@@ -154,5 +157,7 @@ def test_check_end_to_end_with_an_untrained_model(real, untrained_pretrain_check
         assert result["pass"] == (rows["model T2"]["pearson"] > rows["inverted T1"]["pearson"])
         assert rows["real T2"]["pearson"] == pytest.approx(1.0)
         assert rows["oracle poly3(T1)"]["pearson"] >= rows["inverted T1"]["pearson"] - 1e-9
+    simulated = report["in_distribution"]
+    assert len(simulated["subjects"]) == 1 and simulated["subjects"][0]["inverted T1"] > 0.3  # simulated T1 vs T2
     calibrated = report["simulator_calibration"]
     assert calibrated["t2"]["pearson"] > calibrated["t2"]["inverted T1 pearson"]  # the simulator is calibrated
