@@ -9,8 +9,8 @@ Sources (nothing is downloaded at run time and nothing is copied into this repos
   Install it with `pip install --no-deps spm-runtime==25.1.2.post4` (or `make bench-transfer`).
 * nilearn (a dependency of p2gmed): the ICBM152 2009 T1 template (1 mm, brain only) and its brain mask.
 
-Every image is resampled by its affine onto the avg152 grid (`resample`); the skull-stripped T1 inputs are given
-to the model on their own grids, as a user would give them.
+Every image is resampled by its affine onto the avg152 grid (`resample`); the skull-stripped T1 inputs are
+given to the model on their own grids, as a user would give them.
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ def resample(volume: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], tar
     """
     volume = np.asarray(volume, dtype=np.float32)
     if volume.ndim == 4:
-        return np.stack([resample(volume[..., c], affine, shape, target, order) for c in range(volume.shape[3])],
-                        axis=-1)
+        channels = [resample(volume[..., c], affine, shape, target, order) for c in range(volume.shape[3])]
+        return np.stack(channels, axis=-1)
     mapping = np.linalg.inv(affine) @ target
     return ndimage.affine_transform(volume, mapping[:3, :3], mapping[:3, 3], output_shape=tuple(shape[:3]),
                                     order=order, mode="constant", cval=0.0).astype(np.float32)

@@ -1,30 +1,30 @@
 """Transfer to real scans: does a synthesis model trained only on the built-in data turn a real T1 into a T2?
 
-`make bench-transfer MODEL=runs/synthesis/checkpoints/last.pt` (or `python benchmarks/real_transfer.py --model
-PATH --out transfer.json`). Each real skull-stripped T1 (`real_data.py`: the ICBM avg152 and avg305 T1 averages
-and the Colin27 single subject masked by SPM's intracranial mask; nilearn's ICBM152 2009 T1) is given to the
-model through the public API, `p2gmed.load(PATH).predict({"t1n": (array, affine)})`, as the only input, exactly
-as a user would run it (resampling to the model's training spacing and back, the training normalisation). Its
-T2 output is resampled onto the avg152 grid and compared, inside the intracranial mask (and the input's own
-brain mask), with the real avg152 T2 average:
+`make bench-transfer MODEL=runs/synthesis/checkpoints/last.pt` (or `python benchmarks/real_transfer.py
+--model PATH --out transfer.json`). Each real skull-stripped T1 (`real_data.py`: the ICBM avg152 and avg305
+T1 averages and the Colin27 single subject masked by SPM's intracranial mask; nilearn's ICBM152 2009 T1) is
+given to the model through the public API, `p2gmed.load(PATH).predict({"t1n": (array, affine)})`, as the
+only input, exactly as a user would run it (resampling to the model's training spacing and back, the training
+normalisation). Its T2 output is resampled onto the avg152 grid and compared, inside the intracranial mask
+(and the input's own brain mask), with the real avg152 T2 average:
 
-* Pearson and Spearman correlation of the synthesized T2 with the real T2, against the same for the inverted
-  T1 (-T1). The check passes for an input when the model's Pearson correlation is higher. A cubic polynomial of
-  the T1 fitted to the real T2 (an oracle: it sees the target) shows what any voxel-wise intensity mapping of
-  the T1 could reach;
-* tissue contrast: mean GM / mean WM and mean CSF / mean WM (TPM probability > 0.8, CSF > 0.7) of the real T2,
-  and of each candidate after its mean and standard deviation inside the mask are matched to the real T2's (the
-  model writes a z-score put on the T1's scale, so its zero is not a physical zero);
+* Pearson and Spearman correlation of the synthesized T2 with the real T2, against the same for the
+  inverted T1 (-T1). The check passes for an input when the model's Pearson correlation is higher. A cubic
+  polynomial of the T1 fitted to the real T2 (an oracle: it sees the target) shows what any voxel-wise
+  intensity mapping of the T1 could reach;
+* tissue contrast: mean GM / mean WM and mean CSF / mean WM (TPM probability > 0.8, CSF > 0.7) of the real
+  T2, and of each candidate after its mean and standard deviation inside the mask are matched to the real
+  T2's (the model writes a z-score put on the T1's scale, so its zero is not a physical zero);
 * FLAIR (no real average exists): the same contrasts in standard deviations of the brain, (GM - WM) / sd and
   (CSF - WM) / sd, next to those of the simulator's FLAIR of the same MNI anatomy.
 
 References that need no real input:
 
-* the simulator's signal model (nominal tissue parameters, no noise) applied to SPM's tissue map, the anatomy of
-  the avg152 population, against the real avg152 T1, T2 and PD: is the built-in data's contrast real?
-* per input, the simulator's noiseless T2 of the MNI152 2009 anatomy (the maps the built-in data are made from),
-  and an extra input: the simulator's T1 of that anatomy. The gap between that input's row and the real 2009 T1's
-  is the gap between simulated and real T1 contrast;
+* the simulator's signal model (nominal tissue parameters, no noise) applied to SPM's tissue map, the
+  anatomy of the avg152 population, against the real avg152 T1, T2 and PD: is the simulated contrast real?
+* per input, the simulator's noiseless T2 of the MNI152 2009 anatomy (the maps the built-in data are made
+  from), and an extra input: the simulator's T1 of that anatomy. The gap between that input's row and the real
+  2009 T1's is the gap between simulated and real T1 contrast;
 * the same criterion on three fresh simulated brains (tumour, noise and bias: the built-in data themselves),
   against their own simulated T2: what the model does in distribution.
 
@@ -48,7 +48,7 @@ from real_data import SPM_INSTALL, RealDataMissing, RealInput, RealSet, load_rea
 BUILTIN_SPACING = 3.0
 #: the calibration input: the simulator's own T1 of the MNI152 2009 anatomy (not a real scan)
 SIMULATED = "simulator T1 (MNI152 2009 anatomy)"
-#: (TR, TE, TI) ms of a proton-density-weighted spin echo, for the calibration against the real PD average only
+#: (TR, TE, TI) ms of a proton-density-weighted spin echo, for the calibration against the real PD average
 PD_SEQUENCE = (4500.0, 10.0, None)
 #: seeds of the simulated brains of the in-distribution reference (the demo's data use other, hashed seeds)
 IN_DISTRIBUTION_SEED = 90_000
@@ -92,7 +92,7 @@ def compare(candidate: np.ndarray, reference: np.ndarray, tissues: dict[str, np.
 
 
 def oracle_polynomial(t1: np.ndarray, t2: np.ndarray, degree: int = 3) -> np.ndarray:
-    """The polynomial of the T1 intensities closest (least squares) to the T2: a voxel-wise mapping's ceiling."""
+    """The polynomial of the T1 closest (least squares) to the T2: the ceiling of a voxel-wise mapping."""
     return np.polynomial.Polynomial.fit(t1, t2, degree)(t1)  # fitted on a scaled domain: well conditioned
 
 
@@ -108,11 +108,12 @@ def simulator_images(real: RealSet) -> dict[str, np.ndarray]:
 
 
 def tpm_fractions(real: RealSet) -> dict[str, np.ndarray]:
-    """GM, WM and CSF probabilities of SPM's TPM (the avg152 averages' own population space) on the avg152 grid."""
+    """GM, WM and CSF probabilities of SPM's TPM (the avg152 population's anatomy) on the avg152 grid."""
     from real_data import read_spm
 
     tpm = read_spm("tpm/TPM.nii")
-    probabilities = resample(np.asarray(tpm.dataobj, np.float32)[..., :3], tpm.affine, real.shape, real.affine)
+    maps = np.asarray(tpm.dataobj, np.float32)[..., :3]
+    probabilities = resample(maps, tpm.affine, real.shape, real.affine)
     return {k: probabilities[..., i] for i, k in enumerate(("gm", "wm", "csf"))}
 
 
@@ -126,9 +127,10 @@ def calibration(real: RealSet) -> dict[str, dict[str, float]]:
     out = {}
     for contrast, sequence in sequences.items():
         simulated, measured = _signal(fractions, TISSUES, sequence), getattr(real, contrast)
-        out[contrast] = {"pearson": pearson(simulated[real.mask], measured[real.mask]),
-                         **{f"simulated {k}": v for k, v in tissue_ratios(simulated, real.tissues, real.mask).items()},
-                         **{f"real {k}": v for k, v in tissue_ratios(measured, real.tissues, real.mask).items()}}
+        row = {"pearson": pearson(simulated[real.mask], measured[real.mask])}
+        for what, image in (("simulated", simulated), ("real", measured)):
+            row |= {f"{what} {k}": v for k, v in tissue_ratios(image, real.tissues, real.mask).items()}
+        out[contrast] = row
     out["t2"]["inverted T1 pearson"] = pearson(-real.t1[real.mask], real.t2[real.mask])
     return out
 
@@ -141,7 +143,8 @@ def in_distribution(model, subjects: int = 3) -> dict:
     rows = []
     for i in range(subjects):
         brain = generate_brain(IN_DISTRIBUTION_SEED + i)
-        synthesized = np.asarray(model.predict({"t1n": (brain["t1n"], brain["affine"])})["t2w"].dataobj, np.float32)
+        output = model.predict({"t1n": (brain["t1n"], brain["affine"])})["t2w"]
+        synthesized = np.asarray(output.dataobj, np.float32)
         inside = brain["t1n"] > 0
         rows.append({"model T2": pearson(synthesized[inside], brain["t2w"][inside]),
                      "inverted T1": pearson(-brain["t1n"][inside], brain["t2w"][inside])})
@@ -188,8 +191,9 @@ def evaluate(model, real: RealSet, figure: Path | None = None) -> dict[str, dict
     return results
 
 
-def draw(path: Path, slices: dict[str, tuple[np.ndarray, np.ndarray]], real: RealSet, sim_t2: np.ndarray) -> None:
-    """One row per input: its T1, the model's T2, the real T2 and the simulator's T2 (axial slice z = 0 mm)."""
+def draw(path: Path, slices: dict[str, tuple[np.ndarray, np.ndarray]], real: RealSet,
+         sim_t2: np.ndarray) -> None:
+    """One row per input: its T1, the model's T2, the real T2 and the simulator's T2 (axial, z = 0 mm)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,7 +205,7 @@ def draw(path: Path, slices: dict[str, tuple[np.ndarray, np.ndarray]], real: Rea
     for row, (name, (t1, t2)) in enumerate(slices.items()):
         for col, volume in enumerate((t1, t2, real.t2, sim_t2)):
             ax = axes[row, col]
-            ax.imshow(np.rot90(volume[::-1, :, z]), cmap="gray")  # LAS array: flip x to show the right on the right
+            ax.imshow(np.rot90(volume[::-1, :, z]), cmap="gray")  # LAS array: flip x, right on the right
             ax.set_axis_off()
             ax.set_title(columns[col] if row == 0 else "", fontsize=8)
         axes[row, 0].text(-0.05, 0.5, name, transform=axes[row, 0].transAxes, rotation=90, va="center",
@@ -218,7 +222,8 @@ def print_table(results: dict[str, dict], calibrated: dict[str, dict[str, float]
     print("simulator signal model on the TPM anatomy vs the real avg152 averages (no model involved):")
     print(f"  {'contrast':<9} {'pearson':>8} {'GM/WM sim':>10} {'real':>6} {'CSF/WM sim':>11} {'real':>6}")
     for contrast, v in calibrated.items():
-        print(f"  {contrast.upper():<9} {v['pearson']:8.3f} {v['simulated gm/wm']:10.2f} {v['real gm/wm']:6.2f} "
+        print(f"  {contrast.upper():<9} {v['pearson']:8.3f} {v['simulated gm/wm']:10.2f} "
+              f"{v['real gm/wm']:6.2f} "
               f"{v['simulated csf/wm']:11.2f} {v['real csf/wm']:6.2f}")
     print(f"  (inverted avg152 T1 vs real T2: pearson {calibrated['t2']['inverted T1 pearson']:.3f})")
     for name, res in results.items():
@@ -226,7 +231,8 @@ def print_table(results: dict[str, dict], calibrated: dict[str, dict[str, float]
         print(f"\n{name}  ({res['voxels']} voxels)  model T2 vs inverted T1: {verdict}")
         print(f"  {'T2 candidate':<18} {'pearson':>8} {'spearman':>9} {'GM/WM':>7} {'CSF/WM':>7}")
         for row, v in res["t2"].items():
-            print(f"  {row:<18} {v['pearson']:8.3f} {v['spearman']:9.3f} {v['gm/wm']:7.2f} {v['csf/wm']:7.2f}")
+            print(f"  {row:<18} {v['pearson']:8.3f} {v['spearman']:9.3f} {v['gm/wm']:7.2f} "
+                  f"{v['csf/wm']:7.2f}")
         for row, v in res.get("vs simulator T2", {}).items():
             print(f"  {row + ' vs sim T2':<18} {v['pearson']:8.3f} {v['spearman']:9.3f} {v['gm/wm']:7.2f} "
                   f"{v['csf/wm']:7.2f}")
@@ -278,13 +284,15 @@ def main(argv: list[str] | None = None) -> int:
           f"{simulated['mean']['model T2']:.3f}, inverted T1 {simulated['mean']['inverted T1']:.3f} "
           f"({'PASS' if simulated['pass'] else 'FAIL'})")
     report = {"model": str(args.model), "working_spacing_mm": list(synth.spacing), "reference": "avg152T2",
-              "spm_runtime": SPM_INSTALL, "simulator_calibration": calibrated, "in_distribution": simulated, "inputs": results}
+              "spm_runtime": SPM_INSTALL, "simulator_calibration": calibrated, "in_distribution": simulated,
+              "inputs": results}
     from p2gmed.io import atomic_path
 
     with atomic_path(args.out) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
     real_rows = [r for r in results.values() if r["real"]]
-    print(f"\n{sum(r['pass'] for r in real_rows)}/{len(real_rows)} real T1 inputs pass; numbers in {args.out}")
+    passed = sum(r["pass"] for r in real_rows)
+    print(f"\n{passed}/{len(real_rows)} real T1 inputs pass; numbers in {args.out}")
     return 0
 
 

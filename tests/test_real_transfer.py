@@ -1,6 +1,6 @@
-"""benchmarks/real_transfer.py and real_data.py: resampling, correlations and tissue ratios against independent
-numpy references on synthetic arrays; the clear error without spm-runtime; and, where spm-runtime is installed,
-the real MNI averages themselves and one end-to-end run of the check."""
+"""benchmarks/real_transfer.py and real_data.py: resampling, correlations and tissue ratios against
+independent numpy references on synthetic arrays; the clear error without spm-runtime; and, where spm-runtime
+is installed, the real MNI averages themselves and one end-to-end run of the check."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def test_missing_spm_runtime_is_a_clear_error(monkeypatch, capsys, tmp_path):
     assert not out.exists()
 
 
-# --- the real averages (spm-runtime installed) ---------------------------------------------------------------
+# --- the real averages (spm-runtime installed) -------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +158,7 @@ def test_check_end_to_end_with_an_untrained_model(real, untrained_pretrain_check
         assert rows["real T2"]["pearson"] == pytest.approx(1.0)
         assert rows["oracle poly3(T1)"]["pearson"] >= rows["inverted T1"]["pearson"] - 1e-9
     simulated = report["in_distribution"]
-    assert len(simulated["subjects"]) == 1 and simulated["subjects"][0]["inverted T1"] > 0.3  # simulated T1 vs T2
+    assert len(simulated["subjects"]) == 1
+    assert simulated["subjects"][0]["inverted T1"] > 0.3  # simulated T1 and T2 of one brain
     calibrated = report["simulator_calibration"]
-    assert calibrated["t2"]["pearson"] > calibrated["t2"]["inverted T1 pearson"]  # the simulator is calibrated
+    assert calibrated["t2"]["pearson"] > calibrated["t2"]["inverted T1 pearson"]  # real contrast
