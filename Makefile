@@ -49,7 +49,7 @@ bench-learning: $(VENV)/.installed
 
 # Transfer to real scans (docs/results.md): a synthesis checkpoint (default: the demo's) given real MNI
 # T1 averages alone, its T2 scored against the real T2 average. The averages come from spm-runtime (GPL-2,
-# 82 MB), installed with --no-deps: its only dependency, matlab-runtime, installs MATLAB, unused here.
+# 82 MB), installed with --no-deps: its only dependency, matlab-runtime, is a MATLAB installer, unused here.
 MODEL ?= p2g-demo/runs/synthesis/checkpoints/last.pt
 SPM_RUNTIME = spm-runtime==25.1.2.post4
 bench-transfer: $(VENV)/.installed
