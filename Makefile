@@ -9,7 +9,7 @@ PY      = $(VENV)/bin/python
 PIP     = $(PY) -m pip
 PYTEST_ARGS ?= -n 2
 
-.PHONY: setup demo demo-quick test test-slow bench bench-learning clean
+.PHONY: setup demo demo-quick test test-slow bench bench-learning bench-transfer clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,17 @@ bench: $(VENV)/.installed
 bench-learning: $(VENV)/.installed
 	$(PY) benchmarks/learning.py --setting crops4-cosine --setting crops4-lr1e-2 --setting swinunetr-crops4-lr1e-2 \
 		--steps 150 --eval-every 50 --plot
+
+# Transfer to real scans (docs/results.md): a synthesis checkpoint (default: the demo's) given real MNI
+# T1 averages alone, its T2 scored against the real T2 average. The averages come from spm-runtime (GPL-2,
+# 82 MB), installed with --no-deps: its only dependency, matlab-runtime, is a MATLAB installer, unused here.
+MODEL ?= p2g-demo/runs/synthesis/checkpoints/last.pt
+SPM_RUNTIME = spm-runtime==25.1.2.post4
+bench-transfer: $(VENV)/.installed
+	$(PY) -c "import importlib.metadata as m; assert m.version('spm-runtime') == '25.1.2.post4'" 2>/dev/null \
+		|| $(PIP) install --no-deps "$(SPM_RUNTIME)"
+	OMP_NUM_THREADS=1 $(PY) benchmarks/real_transfer.py --model "$(MODEL)" \
+		--out bench-transfer/real_transfer.json --figure bench-transfer/real_transfer.png
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
