@@ -76,7 +76,9 @@ class _Capture:
 
 
 def hand_subset_mean(model, image, subset):
-    """D(mean over the subset of X'_i, mean over the subset of the skips), written out for one crop.
+    """D(mean over the subset of X'_i, mean over the subset of the skips), written out for one crop, with the
+    input skip of the default `model.input_skip: channels` (the subset's modalities in their own channels, the
+    others filled by the subset's mean image). Holds for `subset_skips: attention` while its scores are zero.
 
     image (1, M, D, H, W); subset (M,) bool.
     """
@@ -86,6 +88,8 @@ def hand_subset_mean(model, image, subset):
     fused = [model.fuse(z) for z, _ in encoded]
     mean_fused = sum(fused) / len(sources)
     mean_skips = [sum(skips[j] for _, skips in encoded) / len(sources) for j in range(len(encoded[0][1]))]
+    mean_image = sum(image[:, i] for i in sources) / len(sources)
+    mean_skips[0] = torch.stack([image[:, i] if i in sources else mean_image for i in range(m)], dim=1)
     return model.decode(mean_fused, mean_skips)
 
 

@@ -157,9 +157,12 @@ def test_forward_subset():
         out = model.forward_subset(image, pair)
         assert torch.allclose(out, model.forward_subset(changed, pair), atol=1e-5)
         assert not torch.allclose(out, single, atol=1e-3)
-        # by hand: encode t1n and t2w alone, average X' and every skip feature, decode once
+        # by hand: encode t1n and t2w alone, average X' and every skip feature (the learned weighting starts
+        # as the mean), the input skip holds t1n and t2w in their channels and their mean in the others
         (z0, skips0), (z2, skips2) = (model.encode(image[:, i : i + 1].repeat(1, 4, 1, 1, 1)) for i in (0, 2))
         mean_skips = [(a + b) / 2 for a, b in zip(skips0, skips2, strict=True)]
+        half = (image[:, 0] + image[:, 2]) / 2
+        mean_skips[0] = torch.stack([image[:, 0], half, image[:, 2], half], dim=1)
         by_hand = model.decode((model.fuse(z0) + model.fuse(z2)) / 2, mean_skips)
         torch.testing.assert_close(out, by_hand, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError):

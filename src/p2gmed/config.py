@@ -98,13 +98,13 @@ class ModelConfig:
     """Rotation and projection heads on the encoder bottleneck z (paper) or on the fused X' (authors' code)."""
     projection_dim: int = 512
     activation_checkpointing: bool = False
-    subset_skips: Literal["mean", "attention"] = "mean"
-    """How several modalities' skip features are combined before one decode (docs/method.md §4): mean over the
-    subset, or a learned per-voxel softmax weighting over it (zero-initialised, so it starts as the mean)."""
-    input_skip: Literal["mean", "channels"] = "mean"
-    """The decoder's full-resolution input skip for a subset: the mean of the repeated modalities (each channel
-    the subset's mean image), or the modalities in their own channels with the missing ones filled by that mean
-    (identical for one modality)."""
+    subset_skips: Literal["mean", "attention"] = "attention"
+    """How several modalities' skip features are combined before one decode (docs/method.md §4): a learned
+    per-voxel softmax weighting over the subset (zero-initialised, so it starts as the mean), or the mean."""
+    input_skip: Literal["mean", "channels"] = "channels"
+    """The decoder's full-resolution input skip for a subset: the modalities in their own channels with the
+    missing ones filled by the subset's mean image, or that mean in every channel (what averaging the repeated
+    single-modality inputs gives); both are the modality itself for one modality."""
 
 
 @dataclass
