@@ -176,10 +176,19 @@ def final_scores(run: Path, data: Path, out: Path) -> dict[str, float]:
                 a, b = np.polyfit(src[fg], ref[fg], 1)  # the oracle: fitted on the target itself
                 candidates = {"model": prediction[modalities.index(target)], "copy": src, "linear": a * src + b}
                 for what, volume in candidates.items():
-                    metrics = synthesis_metrics(volume * fg, ref * fg, "unit")
+                    # z-scores put the background (0) mid-grey; lift each brain to start at 0 as a written image
+                    # does, so that the unit convention's own scaling treats every candidate's background alike
+                    metrics = synthesis_metrics(as_image(volume, fg), as_image(ref, fg), "unit")
                     for metric in ("psnr", "ssim"):
                         scores.setdefault(f"t1n>{target}_{what}_{metric}", []).append(metrics[metric])
     return {k: round(float(np.mean(v)), 4) for k, v in scores.items()}
+
+
+def as_image(volume, foreground):
+    """A normalised volume as a non-negative image: brain shifted to start at 0, background 0."""
+    import numpy as np
+
+    return np.where(foreground, volume - volume[foreground].min(), 0.0)
 
 
 def load_average() -> str:

@@ -381,3 +381,30 @@ def test_table6_shows_the_average_next_to_the_papers(tmp_path):
     assert float(avg["psnr"]["measured"]) == pytest.approx(30.0)
     assert float(avg["ssim"]["paper"]) == pytest.approx(0.8227, abs=1e-4)  # the paper's own Avg. column
     assert float(avg["psnr"]["paper"]) == pytest.approx(36.1578, abs=1e-4)
+
+
+@pytest.mark.parametrize("table", ["table2", "table3", "table7"])
+def test_small_scale_lays_the_demo_settings_and_each_kind_its_steps(table, tmp_path):
+    import yaml
+
+    plan = rp.build_plan(table, tmp_path / "data", tmp_path / "out", "small")
+    kinds = set()
+    for step in plan.steps:
+        for path, mapping in step.configs.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump(mapping))
+            cfg = load_config(path)
+            assert cfg.data.roi_size == (32, 32, 64) and cfg.model.feature_size == 12
+            assert cfg.train.schedule == "warmup_cosine" and cfg.train.epochs == 0
+            argv = step.commands[0]
+            kind = "pretrain" if argv[0] == "pretrain" else argv[argv.index("--task") + 1]
+            kinds.add(kind)
+            expected = rp.SMALL_RUNS[kind]
+            assert cfg.train.max_steps == expected["train"]["max_steps"], step.name
+            if kind == "segmentation":
+                assert cfg.train.lr == expected["train"]["lr"]
+            if kind == "synthesis":
+                assert cfg.tune.train_decode == "per_modality"
+            if kind == "pretrain":
+                assert cfg.data.crops_per_subject == 2
+    assert "pretrain" in kinds

@@ -7,7 +7,9 @@ training resumes from its last checkpoint, and only files p2g recorded in OUT ar
 
 `--scale tiny` writes, for each run, a config file that `extends:` the paper preset and lays the tiny-cpu
 preset over it (and `train.epochs: 0`, so that the preset's epoch count does not override `max_steps`), so every
-table runs on the built-in data on a CPU. `--scale paper` uses the paper presets unchanged.
+table runs on the built-in data on a CPU. `--scale small` lays the small-cpu preset over it instead (the tiny
+network with the demo's learning settings) and gives each run kind the step budget of `SMALL_RUNS`: tables whose
+models learn on 2 CPU cores (docs/results.md). `--scale paper` uses the paper presets unchanged.
 
 The held-out test subjects are either `--test-data DIR` or, by default, 20 % of the patients of `--data`,
 written to `OUT/split.json` (`data.split_file` of every training run on `--data`, so they are never trained on).
@@ -41,7 +43,14 @@ from p2gmed.report.planning import (
 from p2gmed.report.steps import Step, StepResult, execute
 
 TABLES = tuple(f"table{i}" for i in range(1, 11))
-SCALES = ("tiny", "paper")
+SCALES = ("tiny", "small", "paper")
+#: --scale small: the preset laid over every paper preset, and each run kind's settings on top of it
+SMALL_PRESET = "small-cpu.yaml"
+SMALL_RUNS = {
+    "pretrain": {"train": {"max_steps": 100}, "data": {"crops_per_subject": 2}},
+    "segmentation": {"train": {"max_steps": 400, "lr": 1.0e-2}},
+    "synthesis": {"train": {"max_steps": 200}, "tune": {"train_decode": "per_modality"}},
+}
 #: the pre-training presets (configs/ablations/) of the six constraint ablations of Tables 4 and 7
 ABLATIONS = ("table4-1-eq", "table4-2-inv", "table4-3-eq-inv", "table4-4-eq-prior", "table4-5-inv-prior",
              "table4-6-eq-inv-prior")
@@ -49,6 +58,16 @@ ABLATIONS = ("table4-1-eq", "table4-2-inv", "table4-3-eq-inv", "table4-4-eq-prio
 
 # --------------------------------------------------------------------------------------------------
 # Plans
+
+
+def _scale_overlay(scale: str) -> dict:
+    """The settings laid over every paper preset at this scale (its CPU preset, `extends` resolved)."""
+    from p2gmed.config_loading import preset_settings
+
+    if scale == "paper":
+        return {}
+    settings = preset_settings(configs_dir() / ("tiny-cpu.yaml" if scale == "tiny" else SMALL_PRESET), [])
+    return settings
 
 
 @dataclass
@@ -90,7 +109,7 @@ class _Planner:
         self.split = self.out / "split.json"
         self.steps: list[Step] = []
         self.methods: list[Method] = []
-        self.tiny = yaml.safe_load((configs_dir() / "tiny-cpu.yaml").read_text()) if scale == "tiny" else {}
+        self.overlay = _scale_overlay(scale)
         if self.test_data is None:
             self.steps.append(Step("split", f"hold out 20 % of the patients of {self.data} for testing",
                                    action=self._write_split, outputs=(self.split,)))
@@ -101,10 +120,10 @@ class _Planner:
         write_text(self.split, json.dumps(make_split(read_dataset(self.data)), indent=1))
 
     def config(self, name: str, preset: str, extra: dict, data: Path) -> tuple[Path, dict]:
-        """A run's config file and its mapping: the paper preset, the tiny overrides (tiny scale), `extra`."""
+        """A run's config file and its mapping: the paper preset, the scale's overrides, `extra`."""
         mapping: dict = {"extends": str(configs_dir() / preset)}
-        if self.scale == "tiny":
-            mapping = merge_mappings(mapping, merge_mappings(self.tiny, {"train": {"epochs": 0}}))
+        if self.overlay:
+            mapping = merge_mappings(mapping, merge_mappings(self.overlay, {"train": {"epochs": 0}}))
         mapping = merge_mappings(mapping, extra)
         if data == self.data and self.test_data is None:
             mapping = merge_mappings(mapping, {"data": {"split_file": str(self.split)}})
@@ -123,8 +142,11 @@ class _Planner:
         return run
 
     def pretrain(self, name: str, preset: str, extra: dict | None = None, data: Path | None = None) -> Path:
-        return self._train(name, f"pre-training ({preset})", ["pretrain"], preset, extra or {},
-                           data or self.pretrain_data)
+        return self._train(name, f"pre-training ({preset})", ["pretrain"], preset,
+                           merge_mappings(self._small("pretrain"), extra or {}), data or self.pretrain_data)
+
+    def _small(self, kind: str) -> dict:
+        return SMALL_RUNS[kind] if self.scale == "small" else {}
 
     def finetune(self, name: str, preset: str, task: str, init: Path | None, architecture: str = "p2g",
                  encoder_only: bool = False, extra: dict | None = None) -> Path:
@@ -132,7 +154,7 @@ class _Planner:
         argv = ["finetune", "--task", task, "--architecture", architecture]
         if init is not None:
             argv += ["--init", str(init / "checkpoints" / "last.pt")] + (["--encoder-only"] if encoder_only else [])
-        extra = merge_mappings(extra or {}, {"tune": {
+        extra = merge_mappings(merge_mappings(self._small(task), extra or {}), {"tune": {
             "task": task, "architecture": architecture,
             "init": "scratch" if init is None else "encoder" if encoder_only else "full"}})
         about = f"{task} tuning of {architecture} ({preset}, {'from ' + init.name if init else 'from scratch'})"
@@ -187,7 +209,7 @@ def build_plan(
         table: "table1" ... "table10" (also "1" ... "10").
         data: the tuning/training data set (any layout).
         out: the output folder of the reproduction.
-        scale: "tiny" (tiny-cpu overrides on each paper preset) or "paper".
+        scale: "tiny" (tiny-cpu overrides on each paper preset), "small" (small-cpu and `SMALL_RUNS`) or "paper".
         pretrain_data: data for pre-training when it differs (Table 3/10: BraTS23 pre-training, BraTS18 tuning).
         test_data: held-out test set; default: 20 % of the patients of `data`.
         max_steps: cap every training run at this many steps (smoke runs).
@@ -201,7 +223,7 @@ def build_plan(
     if table not in TABLES:
         raise InputError(f"unknown table '{table}'; choose one of {', '.join(TABLES)}")
     if scale not in SCALES:
-        raise InputError(f"unknown scale '{scale}'; choose tiny or paper")
+        raise InputError(f"unknown scale '{scale}'; choose {', '.join(SCALES)}")
     table_no = int(table[5:])
     modalities = MRI if table_no in (1, 2, 3, 8, 9, 10) else NAC if table_no == 6 else PETCT
     if seeds < 1:
