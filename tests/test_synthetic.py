@@ -209,3 +209,21 @@ def test_figure_from_arrays_and_from_folder(tmp_path, demo_nac):
         assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(InputError):
         plot_individual(tmp_path, tmp_path / "c.png")  # a folder without modality files
+
+
+def test_the_enhancing_rim_encloses_the_necrosis():
+    """The necrosis follows the core's outline, so the enhancing rim is never erased: almost no voxel next to
+    the necrosis is edema or background (with independent outlines, up to half of them were, seed 8)."""
+    from scipy import ndimage
+
+    from p2gmed.data.synthetic.brain import generate_brain
+
+    for seed in range(12):
+        label = generate_brain(seed)["label"]
+        necrosis = label == 1
+        if not necrosis.any():
+            continue
+        shell = ndimage.binary_dilation(necrosis) & ~necrosis
+        outside_rim = (shell & ((label == 2) | (label == 0))).sum() / shell.sum()
+        assert outside_rim <= 0.05, (seed, outside_rim)
+        assert (label == 3).sum() > 0, seed
