@@ -128,13 +128,13 @@ def final_scores(run: Path, data: Path, out: Path) -> dict[str, float]:
     import numpy as np
     import torch
 
+    from p2gmed.data.layouts import classes_to_labels, region_masks
     from p2gmed.data.read import read_dataset
     from p2gmed.data.volumes import load_subjects
     from p2gmed.evaluation.synthesis import synthesis_metrics
     from p2gmed.inference.models import load_models
     from p2gmed.inference.postprocess import keep_largest_component
     from p2gmed.inference.sliding import sliding_predict
-    from p2gmed.data.layouts import classes_to_labels, region_masks
     from p2gmed.train.validation import dice_score
 
     loaded_model = load_models([run / "checkpoints" / "last.pt"])[0]

@@ -12,6 +12,7 @@ from p2gmed.errors import DataError, InputError
 from p2gmed.losses import ContrastiveLoss, DecompositionLoss, InvarianceLoss, RotationLoss
 from p2gmed.models import build_model
 from p2gmed.models.rotation import rotate
+from p2gmed.models.weights import FRESH_PARTS
 from p2gmed.train.engine import mean_terms
 from p2gmed.train.pretrain_task import PretrainTask, cuboid_noise_augment
 
@@ -71,7 +72,9 @@ def test_every_parameter_gets_a_gradient_with_all_terms():
     assert calls == [2]  # one loss (one backward) per modality
     params = task.model.named_parameters()
     missing = [name for name, p in params if p.grad is None or not p.grad.abs().sum() > 0]
-    assert missing == []
+    # the learned subset weighting combines several modalities' encodings: tuning only (pre-training decodes
+    # each modality alone, Algorithm 1), so it alone is left untouched
+    assert missing and all(name.startswith(FRESH_PARTS) for name in missing)
     assert task.model.prior.prior.grad is not None
 
 

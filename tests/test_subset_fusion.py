@@ -3,13 +3,12 @@ input skip, and that tuning trains what prediction computes for every choice."""
 
 import pytest
 import torch
+from test_models import tiny_config
 
 from p2gmed.models.network import build_model
 from p2gmed.models.subset_fusion import SubsetFusion, filled_input, masked_mean
 from p2gmed.train import finetune
 from p2gmed.train.finetune import SynthesisTask
-
-from test_models import tiny_config
 
 
 def test_masked_mean_by_hand():
