@@ -176,7 +176,8 @@ class P2GNet(nn.Module):
                 stage[m] = feature
         assert fused_sum is not None
         mask = available.to(image.device).expand(image.shape[0], -1)
-        return self.decode(fused_sum / len(indices), self.subset_fusion(image, mask, [stack_modalities(s) for s in stages]))
+        skips = self.subset_fusion(image, mask, [stack_modalities(s) for s in stages])
+        return self.decode(fused_sum / len(indices), skips)
 
 
 def stack_modalities(features: list[Tensor | None]) -> Tensor:
