@@ -95,6 +95,7 @@ class TablePlan:
     methods: list[Method]
     out: Path
     seeds: int = 1
+    scale: str = "tiny"
 
 
 class _Planner:
@@ -232,7 +233,7 @@ def build_plan(
     for seed in range(seeds):
         p.seed = seed
         title, kind, builtin = _configurations(p, table_no, modalities, pretrain_data)
-    plan = TablePlan(table, title, kind, builtin, modalities, p.steps, p.methods, p.out, seeds)
+    plan = TablePlan(table, title, kind, builtin, modalities, p.steps, p.methods, p.out, seeds, scale)
     plan.steps.append(Step("table", f"{table}.md and {table}.csv next to the paper's numbers",
                            action=lambda: write_table(plan), outputs=(p.out / f"{table}.md", p.out / f"{table}.csv")))
     return plan
