@@ -48,13 +48,18 @@ def test_a_second_run_is_refused_naming_the_holder_and_a_dead_holder_is_taken_ov
 
 def test_stop_signals_turn_sigterm_into_a_request_and_restore_the_handler():
     before = signal.getsignal(signal.SIGTERM)
-    # raise_signal delivers to this thread, so the handler has run when it returns; os.kill(getpid) may be
-    # delivered to another thread (torch's, the test runner's) and handled only after a later bytecode
-    with StopSignals() as stop:
-        signal.raise_signal(signal.SIGTERM)
-        assert stop.requested == signal.SIGTERM and stop.exit_code == 143
-        with pytest.raises(KeyboardInterrupt):  # a second signal stops at once
-            signal.raise_signal(signal.SIGINT)
+    # a shell starts background jobs with SIGINT ignored, and StopSignals keeps an ignored signal ignored (next
+    # test): give SIGINT Python's default handler, as in a terminal, whatever this process inherited
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        # raise_signal delivers to this thread, so the handler has run when it returns
+        with StopSignals() as stop:
+            signal.raise_signal(signal.SIGTERM)
+            assert stop.requested == signal.SIGTERM and stop.exit_code == 143
+            with pytest.raises(KeyboardInterrupt):  # a second signal stops at once
+                signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert signal.getsignal(signal.SIGTERM) is before
 
 
