@@ -22,7 +22,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from scipy import ndimage
+
+from p2gmed.data.convert import resample_to
 
 SPM_REQUIREMENT = "spm-runtime==25.1.2.post4"
 SPM_INSTALL = f"pip install --no-deps {SPM_REQUIREMENT}"
@@ -64,15 +65,14 @@ def resample(volume: np.ndarray, affine: np.ndarray, shape: tuple[int, ...], tar
              order: int = 1) -> np.ndarray:
     """`volume` (X, Y, Z[, C]) with voxel->mm `affine` sampled on the grid (`shape`, `target`); 0 outside.
 
-    A target voxel v takes the value at source voxel inv(affine) @ target @ v (scipy, spline `order`).
+    A target voxel v takes the value at source voxel inv(affine) @ target @ v (`p2gmed.data.convert.resample_to`,
+    the resampling of `p2g data convert-dicom`, channel by channel).
     """
     volume = np.asarray(volume, dtype=np.float32)
     if volume.ndim == 4:
         channels = [resample(volume[..., c], affine, shape, target, order) for c in range(volume.shape[3])]
         return np.stack(channels, axis=-1)
-    mapping = np.linalg.inv(affine) @ target
-    return ndimage.affine_transform(volume, mapping[:3, :3], mapping[:3, 3], output_shape=tuple(shape[:3]),
-                                    order=order, mode="constant", cval=0.0).astype(np.float32)
+    return resample_to(volume, affine, shape, target, fill=0.0, order=order)
 
 
 @dataclass

@@ -26,12 +26,15 @@ from p2gmed.errors import DataError, InputError
 CT_OUTSIDE_HU = -1024.0
 
 
-def resample_to(volume: np.ndarray, affine: np.ndarray, target_shape, target_affine, fill: float) -> np.ndarray:
-    """`volume` (voxel -> world by `affine`) on the grid (`target_shape`, `target_affine`), linear, `fill` outside."""
+def resample_to(
+    volume: np.ndarray, affine: np.ndarray, target_shape, target_affine, fill: float, order: int = 1
+) -> np.ndarray:
+    """`volume` (voxel -> world by `affine`) on the grid (`target_shape`, `target_affine`), spline `order`
+    (linear by default), `fill` outside."""
     mapping = np.linalg.inv(affine) @ target_affine  # target voxel -> source voxel
     return ndimage.affine_transform(
-        volume.astype(np.float32), mapping[:3, :3], offset=mapping[:3, 3], output_shape=tuple(target_shape),
-        order=1, mode="constant", cval=fill,
+        np.asarray(volume).astype(np.float32), mapping[:3, :3], offset=mapping[:3, 3],
+        output_shape=tuple(target_shape[:3]), order=order, mode="constant", cval=fill,
     ).astype(np.float32)
 
 
