@@ -36,7 +36,8 @@ class P2GNet(nn.Module):
         projection_head: the contrastive projection of Eq. 2.
         head_placement: "paper": heads read the encoder bottleneck z (Algorithm 1); "code": they read the
             fused X' (authors' release).
-        subset_fusion: how a subset's skip features are combined (models/subset_fusion.py); default the mean.
+        subset_skips, input_skip: how a subset's encodings are combined before one decode
+            (`model.subset_skips`, `model.input_skip`; models/subset_fusion.py); default the means.
     """
 
     def __init__(
@@ -47,7 +48,8 @@ class P2GNet(nn.Module):
         projection_head: ProjectionHead,
         *,
         head_placement: str = "paper",
-        subset_fusion: SubsetFusion | None = None,
+        subset_skips: str = "mean",
+        input_skip: str = "mean",
     ) -> None:
         super().__init__()
         if head_placement not in ("paper", "code"):
@@ -58,10 +60,8 @@ class P2GNet(nn.Module):
         self.projection_head = projection_head
         self.head_placement = head_placement
         self.in_channels = backbone.swinViT.patch_embed.proj.in_channels
-        if subset_fusion is None:
-            f = backbone.swinViT.embed_dim
-            subset_fusion = SubsetFusion([f, 2 * f, 4 * f, 8 * f])
-        self.subset_fusion = subset_fusion
+        f = backbone.swinViT.embed_dim  # the skip stages have F, 2F, 4F, 8F channels
+        self.subset_fusion = SubsetFusion([f, 2 * f, 4 * f, 8 * f], subset_skips, input_skip)
 
     # -- the three stages --------------------------------------------------------------------------------
     def encode(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -226,6 +226,6 @@ def build_model(cfg: Config, out_channels: int) -> P2GNet:
         RotationHead(channels),
         ProjectionHead(channels, cfg.model.projection_dim),
         head_placement=cfg.model.head_placement,
-        subset_fusion=SubsetFusion([f * cfg.model.feature_size for f in (1, 2, 4, 8)], cfg.model.subset_skips,
-                                   cfg.model.input_skip),
+        subset_skips=cfg.model.subset_skips,
+        input_skip=cfg.model.input_skip,
     )
