@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from p2gmed.config_loading import preset_settings
 from p2gmed.errors import InputError
 from p2gmed.io import write_text
 from p2gmed.modalities import MRI, NAC, PETCT
@@ -61,13 +62,12 @@ ABLATIONS = ("table4-1-eq", "table4-2-inv", "table4-3-eq-inv", "table4-4-eq-prio
 
 
 def _scale_overlay(scale: str) -> dict:
-    """The settings laid over every paper preset at this scale (its CPU preset, `extends` resolved)."""
-    from p2gmed.config_loading import preset_settings
-
+    """The settings laid over every paper preset at this scale: its CPU preset (`extends` resolved) and
+    `train.epochs: 0`, so that the paper preset's epoch count does not override the steps; none at paper scale."""
     if scale == "paper":
         return {}
-    settings = preset_settings(configs_dir() / ("tiny-cpu.yaml" if scale == "tiny" else SMALL_PRESET), [])
-    return settings
+    preset = preset_settings(configs_dir() / ("tiny-cpu.yaml" if scale == "tiny" else SMALL_PRESET), [])
+    return merge_mappings(preset, {"train": {"epochs": 0}})
 
 
 @dataclass
@@ -123,8 +123,7 @@ class _Planner:
     def config(self, name: str, preset: str, extra: dict, data: Path) -> tuple[Path, dict]:
         """A run's config file and its mapping: the paper preset, the scale's overrides, `extra`."""
         mapping: dict = {"extends": str(configs_dir() / preset)}
-        if self.overlay:
-            mapping = merge_mappings(mapping, merge_mappings(self.overlay, {"train": {"epochs": 0}}))
+        mapping = merge_mappings(mapping, self.overlay)
         mapping = merge_mappings(mapping, extra)
         if data == self.data and self.test_data is None:
             mapping = merge_mappings(mapping, {"data": {"split_file": str(self.split)}})

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from p2gmed.config import Config, TrainConfig, config_from_checkpoint, config_to_dict
+from p2gmed.config import Config, TrainConfig, config_to_dict
 from p2gmed.data.layouts import num_classes
 from p2gmed.data.manifests import parse_channels
 from p2gmed.data.read import read_dataset
@@ -33,7 +33,7 @@ from p2gmed.errors import InputError
 from p2gmed.io import write_text
 from p2gmed.models.baselines import build_architecture
 from p2gmed.models.swinvit_weights import init_from_swinvit
-from p2gmed.models.weights import init_from_checkpoint
+from p2gmed.models.weights import checkpoint_config, init_from_checkpoint
 from p2gmed.train import distributed as dist_utils
 from p2gmed.train.checkpoint import check_monai_version, load_checkpoint
 from p2gmed.train.engine import Trainer
@@ -93,7 +93,7 @@ def check_resume_config(
             f"{last} is a {ckpt['task']} checkpoint ({ckpt['architecture']}); it cannot resume a {task} run "
             f"({architecture})"
         )
-    saved = config_to_dict(config_from_checkpoint(ckpt["config"]))  # keys added since: their meaning then
+    saved = config_to_dict(checkpoint_config(ckpt, last))  # keys added since the checkpoint: their meaning then
     diffs = model_config_differences(saved, cfg)
     if diffs:
         raise InputError(f"--resume with a different model configuration than {last}: {'; '.join(diffs)}")
