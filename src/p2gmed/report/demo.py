@@ -31,7 +31,14 @@ from p2gmed.modalities import DISPLAY, MRI
 from p2gmed.outputs import OutputFolder
 from p2gmed.report.demo_targets import Target, demo_targets, targets_section, write_synthesis_baselines
 from p2gmed.report.html import html_document
-from p2gmed.report.planning import MRI_SUBSETS, checkpoint_of, configs_dir, predict_commands
+from p2gmed.report.planning import (
+    CPU_RUN_KINDS,
+    MRI_SUBSETS,
+    checkpoint_of,
+    configs_dir,
+    merge_mappings,
+    predict_commands,
+)
 from p2gmed.report.steps import Step, StepResult, execute
 from p2gmed.report.summaries import MISSING, mean_by, read_csv, segmentation_by_subset, segmentation_summary
 
@@ -89,8 +96,6 @@ def demo_settings(quick: bool = False) -> DemoSettings:
 
 #: the demo's preset: tiny-cpu with the learning settings chosen from the curves (docs/results.md)
 PRESET = "demo-cpu.yaml"
-#: segmentation learns faster at this rate than at the preset's 3e-3 (docs/results.md)
-SEGMENTATION_LR = 1.0e-2
 
 
 def _config(out: Path, name: str, extra: dict) -> tuple[Path, dict]:
@@ -118,24 +123,23 @@ def demo_steps(out: Path, settings: DemoSettings) -> list[Step]:
         steps.append(Step(name, about, [argv], outputs=(run,), configs={cfg: mapping}, run=run))
         return run
 
-    # 2 crops per step as tiny-cpu (the contrastive loss needs > 1): with the preset's 4, a pre-training step cost
-    # 8x a segmentation step and 40 of them a third of the full demo (docs/results.md)
+    def kind(name: str, extra: dict) -> dict:  # the run kind's demo settings (planning.CPU_RUN_KINDS), then extra
+        return merge_mappings(CPU_RUN_KINDS[name], extra)
+
     pre = training("pretrain", "pre-training (Algorithm 1)", ["pretrain"], settings.pretrain_steps,
-                   {"data": {"crops_per_subject": 2}})
+                   kind("pretrain", {}))
     init = ["--init", str(pre / "checkpoints" / "last.pt")]
-    # Algorithm 2 as written (each source decoded alone): every step trains the single-source transfers the demo
-    # scores (T1 -> T2 / FLAIR); decoding the subset mean spends most steps on multi-source inputs (docs/results.md)
     syn = training("synthesis", "synthesis tuning from the pre-trained model", ["finetune", "--task", "synthesis",
-                   *init], settings.synthesis_steps, {"tune": {"task": "synthesis", "train_decode": "per_modality"}})
+                   *init], settings.synthesis_steps, kind("synthesis", {"tune": {"task": "synthesis"}}))
     seg = training("segmentation", "segmentation tuning from the pre-trained model",
                    ["finetune", "--task", "segmentation", *init], settings.segmentation_steps,
-                   {"tune": {"task": "segmentation"}, "train": {"lr": SEGMENTATION_LR}})
+                   kind("segmentation", {"tune": {"task": "segmentation"}}))
     methods = {"P2G": (preds / "p2g", [syn, seg])}
     if settings.baseline:
         base = training("baseline-swinunetr", "baseline: stock SwinUNETR segmentation from scratch",
                         ["finetune", "--task", "segmentation", "--architecture", "swinunetr"], settings.baseline_steps,
-                        {"tune": {"task": "segmentation", "architecture": "swinunetr", "init": "scratch"},
-                         "train": {"lr": SEGMENTATION_LR}})
+                        kind("segmentation", {"tune": {"task": "segmentation", "architecture": "swinunetr",
+                                                       "init": "scratch"}}))
         methods["SwinUNETR (scratch)"] = (preds / "swinunetr", [base])
 
     def expand(folder: Path, models: list[Path]) -> Callable[[], list[list[str]]]:

@@ -16,6 +16,19 @@ MRI_SUBSETS: tuple[tuple[str, ...], ...] = (
 #: train.seed of the first seed (TrainConfig's default); seed k of `p2g reproduce --seeds` uses BASE_SEED + k
 BASE_SEED = 20
 
+#: the demo's settings per run kind on top of configs/demo-cpu.yaml, chosen from the learning curves of
+#: docs/results.md; `p2g demo` and `p2g reproduce --scale small` both use them
+CPU_RUN_KINDS: dict[str, dict] = {
+    # 2 crops per step (the contrastive loss needs > 1): with the preset's 4, a pre-training step cost 8x a
+    # segmentation step
+    "pretrain": {"data": {"crops_per_subject": 2}},
+    # segmentation learns faster at this rate than at the preset's 3e-3
+    "segmentation": {"train": {"lr": 1.0e-2}},
+    # Algorithm 2 as written (each source decoded alone): every step trains the single-source transfers;
+    # decoding the subset mean spends most steps on multi-source inputs
+    "synthesis": {"tune": {"train_decode": "per_modality"}},
+}
+
 
 def configs_dir() -> Path:
     """The folder of the YAML presets (`configs/` at the repository root of this installation)."""

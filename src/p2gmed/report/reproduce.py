@@ -34,6 +34,7 @@ from p2gmed.report.comparison import write_table
 from p2gmed.report.paper_numbers import ABLATION_NAMES
 from p2gmed.report.planning import (
     BASE_SEED,
+    CPU_RUN_KINDS,
     MRI_SUBSETS,
     checkpoint_of,
     configs_dir,
@@ -45,13 +46,12 @@ from p2gmed.report.steps import Step, StepResult, execute
 
 TABLES = tuple(f"table{i}" for i in range(1, 11))
 SCALES = ("tiny", "small", "paper")
-#: --scale small: the preset laid over every paper preset, and each run kind's settings on top of it
+#: --scale small: the preset laid over every paper preset, and each run kind's settings on top of it (the demo's,
+#: with these step budgets)
 SMALL_PRESET = "small-cpu.yaml"
-SMALL_RUNS = {
-    "pretrain": {"train": {"max_steps": 100}, "data": {"crops_per_subject": 2}},
-    "segmentation": {"train": {"max_steps": 400, "lr": 1.0e-2}},
-    "synthesis": {"train": {"max_steps": 200}, "tune": {"train_decode": "per_modality"}},
-}
+SMALL_STEPS = {"pretrain": 100, "segmentation": 400, "synthesis": 200}
+SMALL_RUNS = {kind: merge_mappings(CPU_RUN_KINDS[kind], {"train": {"max_steps": steps}})
+              for kind, steps in SMALL_STEPS.items()}
 #: the pre-training presets (configs/ablations/) of the six constraint ablations of Tables 4 and 7
 ABLATIONS = ("table4-1-eq", "table4-2-inv", "table4-3-eq-inv", "table4-4-eq-prior", "table4-5-inv-prior",
              "table4-6-eq-inv-prior")
