@@ -16,7 +16,14 @@ import torch
 from p2gmed.config import DataConfig, load_config
 from p2gmed.data.normalization import denormalize, normalize
 from p2gmed.data.records import Subject
-from p2gmed.data.sampling import StepLoader, TrainBatches, shard_subjects, split_subjects, steps_per_epoch
+from p2gmed.data.sampling import (
+    StepLoader,
+    TrainBatches,
+    bias_field_augment,
+    shard_subjects,
+    split_subjects,
+    steps_per_epoch,
+)
 from p2gmed.data.volumes import load_subject, load_subjects
 from p2gmed.errors import DataError, InputError
 
@@ -439,3 +446,53 @@ def test_label_crop_fraction_centres_crops_on_the_lesion(tmp_path, cfg):
 def test_label_crop_fraction_outside_unit_interval_is_rejected():
     with pytest.raises(InputError, match="label_crop_fraction"):
         load_config(CONFIG, ["data.label_crop_fraction=1.5"])
+
+
+# ---------------------------------------------------------------------------------------------- bias field
+
+
+def test_bias_field_multiplies_the_signal_above_background_by_one_smooth_field_per_crop():
+    rng = np.random.default_rng(0)
+    image = torch.from_numpy(rng.normal(2.0, 1.0, (3, 16, 16, 24)).astype(np.float32))
+    foreground = torch.zeros((1, 16, 16, 24), dtype=torch.bool)
+    foreground[:, 2:14, 2:14, 3:21] = True
+    background = torch.tensor([-1.5, 0.0, -0.5])
+    out = bias_field_augment(image, foreground, background, coeff=0.2, seed=7)
+    assert torch.equal(out[:, ~foreground[0]], image[:, ~foreground[0]])  # outside the subject: untouched
+    gain = (out - background.view(-1, 1, 1, 1)) / (image - background.view(-1, 1, 1, 1))
+    inside = gain[:, foreground[0]]
+    # one field for every modality (a scanner's bias is the session's), positive, not the identity
+    torch.testing.assert_close(inside[0], inside[1], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(inside[0], inside[2], rtol=1e-4, atol=1e-4)
+    assert bool((inside > 0).all()) and float(inside.std()) > 1e-3
+    # smooth: neighbouring voxels differ far less than the field varies over the crop
+    field = gain[0, 2:14, 2:14, 3:21]
+    assert float(field.diff(dim=-1).abs().max()) < 0.2 * float(field.max() - field.min()) + 1e-6
+    # a pure function of the seed; no coefficient range, no change
+    assert torch.equal(out, bias_field_augment(image, foreground, background, coeff=0.2, seed=7))
+    assert not torch.equal(out, bias_field_augment(image, foreground, background, coeff=0.2, seed=8))
+    torch.testing.assert_close(bias_field_augment(image, foreground, background, coeff=0.0, seed=7), image)
+
+
+def test_bias_field_reaches_segmentation_batches_only(loaded, cfg):
+    cfg.data.flip_prob = cfg.data.rot90_prob = 0.0
+    cfg.data.bias_field_prob = 1.0
+    plain = TrainBatches(loaded, cfg, seed=3).batch(0)
+    pretrain = TrainBatches(loaded, cfg, seed=3, keep_rotation_plane=True).batch(0)
+    segmentation = TrainBatches(loaded, cfg, seed=3, bias_field=True).batch(0)
+    assert torch.equal(plain["image"], pretrain["image"])
+    assert not torch.equal(plain["image"], segmentation["image"])
+    # the same crops (labels, foreground): only the intensities inside the subject changed
+    assert torch.equal(plain["label"], segmentation["label"])
+    assert torch.equal(plain["foreground"], segmentation["foreground"])
+    outside = ~segmentation["foreground"].expand_as(segmentation["image"])
+    assert torch.equal(plain["image"][outside], segmentation["image"][outside])
+    cfg.data.bias_field_prob = 0.0
+    assert torch.equal(TrainBatches(loaded, cfg, seed=3, bias_field=True).batch(0)["image"], plain["image"])
+
+
+@pytest.mark.parametrize("key, value", [("bias_field_prob", 1.5), ("flip_prob", -0.1), ("bias_field_coeff", 2.0)])
+def test_augmentation_settings_out_of_range_are_refused(cfg, key, value):
+    setattr(cfg.data, key, value)
+    with pytest.raises(InputError, match=f"data.{key} must lie in"):
+        cfg.validate()

@@ -67,6 +67,13 @@ class DataConfig:
     MONAI's RandCropByPosNegLabeld; the others are centred on the foreground or drawn uniformly (half each)."""
     flip_prob: float = 0.2
     rot90_prob: float = 0.2
+    bias_field_prob: float = 0.0
+    """Segmentation tuning only: probability that a crop's intensities above the background are multiplied by
+    a smooth random field exp(f), one polynomial f per crop shared by its modalities (MONAI's RandBiasField,
+    degree 3). Teaches the network that a scanner's bias brightening tissue in every sequence is not a lesion
+    (docs/results.md). Pre-training and synthesis never get it: their targets are the images themselves."""
+    bias_field_coeff: float = 0.2
+    """Largest absolute coefficient of the field's Legendre polynomials (uniform in [-c, c])."""
     cache_rate: float = 1.0
     """Fraction of subjects kept pre-processed in memory (MONAI CacheDataset)."""
     cache_dir: str | None = None
@@ -244,8 +251,11 @@ class Config:
             raise InputError(
                 f"train.lr must be a positive finite number (at most {FLOAT32_MAX:.3g}), got {self.train.lr}"
             )
-        if not 0.0 <= self.data.label_crop_fraction <= 1.0:
-            raise InputError(f"data.label_crop_fraction must lie in [0, 1], got {self.data.label_crop_fraction}")
+        for name in ("label_crop_fraction", "flip_prob", "rot90_prob", "bias_field_prob"):
+            if not 0.0 <= getattr(self.data, name) <= 1.0:
+                raise InputError(f"data.{name} must lie in [0, 1], got {getattr(self.data, name)}")
+        if not 0.0 <= self.data.bias_field_coeff <= 1.0:
+            raise InputError(f"data.bias_field_coeff must lie in [0, 1], got {self.data.bias_field_coeff}")
         if self.train.batch_size < 1 or self.data.crops_per_subject < 1:
             raise InputError("train.batch_size and data.crops_per_subject must be at least 1")
         for name in ("contrast", "equivariance", "invariance", "decomposition", "mse", "dice", "ce"):

@@ -113,6 +113,34 @@ def _random_voxel(mask: torch.Tensor, rng: np.random.Generator) -> tuple[int, ..
     return tuple(int(i) for i in np.unravel_index(int(voxels[rng.integers(len(voxels))]), tuple(mask.shape)))
 
 
+def bias_field_augment(
+    image: torch.Tensor, foreground: torch.Tensor, background: torch.Tensor, coeff: float, seed: int
+) -> torch.Tensor:
+    """A smooth multiplicative bias field on the intensities above the background, as a scanner's would be.
+
+    The volumes are normalised (z-scores, windowed CT), so the field multiplies the signal measured from each
+    channel's background value b: x' = b + (x - b) exp(f) inside the foreground; outside it nothing changes.
+
+    Args:
+        image: (M, D, H, W) normalised crop.
+        foreground: (1, D, H, W) bool.
+        background: (M,) each channel's normalised background value.
+        coeff: the field's polynomial coefficients are uniform in [-coeff, coeff].
+        seed: seeds the field (the batches are pure functions of the step).
+
+    Returns:
+        (M, D, H, W) float32; one field f (MONAI RandBiasField, degree 3) shared by the M channels.
+    """
+    from monai.transforms import RandBiasField
+
+    field = RandBiasField(degree=3, coeff_range=(-coeff, coeff), prob=1.0)
+    field.set_random_state(seed=seed)
+    gain = torch.as_tensor(np.asarray(field(np.ones((1, *image.shape[1:]), np.float32))), dtype=torch.float32)
+    b = background.to(torch.float32).view(-1, 1, 1, 1)
+    biased = b + (image.float() - b) * gain
+    return torch.where(foreground, biased, image.float())
+
+
 class TrainBatches:
     """Deterministic training batches from this rank's loaded subjects.
 
@@ -125,11 +153,13 @@ class TrainBatches:
             (models/rotation.py) as stored -- no rot90 and flips along W only -- so that phi's k, the label of
             Eq. 5, is the crop's true rotation. A rot90 in that plane would add to k unseen, and a flip of D or H
             mirrors the plane (on a near-symmetric brain, a D flip then an H flip looks like a 180-degree turn).
+        bias_field: segmentation tuning: multiply each crop's intensities above the background by a smooth
+            random field with probability `data.bias_field_prob` (`bias_field_augment`).
     """
 
     def __init__(
         self, loaded: Sequence[Any], cfg: Any, seed: int, rank: int = 0, world: int = 1,
-        *, keep_rotation_plane: bool = False,
+        *, keep_rotation_plane: bool = False, bias_field: bool = False,
     ):
         if not len(loaded):
             raise DataError("no training subjects to draw batches from.")
@@ -137,6 +167,7 @@ class TrainBatches:
             raise InputError(f"rank {rank} is outside world size {world}")
         self.loaded, self.cfg, self.seed, self.rank, self.world = loaded, cfg, int(seed), rank, world
         self.keep_rotation_plane = keep_rotation_plane
+        self.bias_field = bias_field and cfg.data.bias_field_prob > 0
         self.roi = tuple(int(r) for r in cfg.data.roi_size)
         if self.roi[0] != self.roi[1]:
             raise InputError(f"data.roi_size must have equal first two axes for rot90, got {self.roi}")
@@ -158,9 +189,12 @@ class TrainBatches:
         return [int(order[(within * b + i) % n]) for i in range(b)]
 
     def _crop(
-        self, item: Any, rng: np.random.Generator
+        self, item: Any, rng: np.random.Generator, intensity_rng: np.random.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One augmented ROI crop: image (M, *roi), foreground (1, *roi), label (1, *roi) | None."""
+        """One augmented ROI crop: image (M, *roi), foreground (1, *roi), label (1, *roi) | None.
+
+        `intensity_rng` draws the bias field apart from `rng`, so that switching it on leaves the crops as they
+        were."""
         image, fg, label = item.image, item.foreground, item.label if self.has_labels else None
         shape = tuple(image.shape[1:])
         pad = [max(r - s, 0) for s, r in zip(shape, self.roi)]
@@ -188,6 +222,9 @@ class TrainBatches:
         start = crop_start(shape, self.roi, center, rng)
         window = (slice(None), *(slice(a, a + r) for a, r in zip(start, self.roi)))
         tensors = [image[window], fg[window]] + ([label[window]] if label is not None else [])
+        if self.bias_field and intensity_rng.random() < self.cfg.data.bias_field_prob:
+            tensors[0] = bias_field_augment(tensors[0], tensors[1], item.background, self.cfg.data.bias_field_coeff,
+                                            int(intensity_rng.integers(2**31)))
         return self._augment(tensors, rng)
 
     def _augment(self, tensors: list[torch.Tensor], rng: np.random.Generator):
@@ -214,11 +251,12 @@ class TrainBatches:
             N = batch_size x crops_per_subject, the crops of one subject consecutive.
         """
         rng = np.random.default_rng([self.seed, int(step), self.rank])
+        intensity_rng = np.random.default_rng([self.seed, int(step), self.rank, 1])
         images, fgs, labels, available, names = [], [], [], [], []
         for index in self.subject_indices(step):
             item = self.loaded[index]
             for _ in range(self.cfg.data.crops_per_subject):
-                image, fg, label = self._crop(item, rng)
+                image, fg, label = self._crop(item, rng, intensity_rng)
                 images.append(image)
                 fgs.append(fg)
                 labels.append(label)

@@ -235,7 +235,8 @@ def _train(kind: str, data_dir: Path, out_dir: Path, cfg: Config, init, init_swi
     rank, world, progress = dist_utils.rank(), dist_utils.world_size(), dist_utils.is_main()
     train_loaded = load_training_shard(train_subjects, cfg, rank, world, with_label=labels is not None)
     batches = TrainBatches(
-        train_loaded, cfg, seed=cfg.train.seed, rank=rank, world=world, keep_rotation_plane=kind == "pretrain"
+        train_loaded, cfg, seed=cfg.train.seed, rank=rank, world=world, keep_rotation_plane=kind == "pretrain",
+        bias_field=kind == "segmentation",
     )
     max_steps = resolve_max_steps(cfg.train, len(train_subjects), world)
     val_loaded = (
