@@ -8,8 +8,9 @@ Stages (each an ordinary `p2g` command line, run in this process; see `report.st
 4. segmentation  Algorithm 2, segmentation, from the pre-trained checkpoint
 5. baseline    (full demo only) stock SwinUNETR segmentation from scratch, the Table 3/10 comparison
 6. predict     every test subject from each of the 15 modality subsets (synthesis + segmentation models)
-7. baselines   trivial synthesis T1 -> T2 / FLAIR: the source copied; a per-subject linear fit (an oracle)
-8. evaluate    synthesis metrics (unit convention) of the model and both baselines, BraTS Dice per subset
+7. baselines   trivial synthesis T1 -> T2 / FLAIR: the source copied; a per-subject linear fit (an oracle); and,
+               as a reference, the best per-voxel map fitted on the subject (voxelmap oracle)
+8. evaluate    synthesis metrics (unit convention) of the model and the baselines, BraTS Dice per subset
 9. report      OUT/report.md and OUT/report.html: targets met or not, tables, figure, settings, timings, files
 
 Re-running into the same folder continues: finished stages (markers in OUT/.state/) are skipped, an
@@ -29,7 +30,14 @@ from p2gmed.evaluation.tables import markdown_table, number
 from p2gmed.io import write_text
 from p2gmed.modalities import DISPLAY, MRI
 from p2gmed.outputs import OutputFolder
-from p2gmed.report.demo_targets import Target, demo_targets, targets_section, write_synthesis_baselines
+from p2gmed.report.demo_targets import (
+    BASELINES,
+    Target,
+    demo_targets,
+    targets_section,
+    voxelmap_lines,
+    write_synthesis_baselines,
+)
 from p2gmed.report.html import html_document
 from p2gmed.report.planning import (
     CPU_RUN_KINDS,
@@ -158,13 +166,13 @@ def demo_steps(out: Path, settings: DemoSettings) -> list[Step]:
                           template=f"p2g predict --model ... --out {folder}/from-<subset> --case <id> --input ..."))
     baselines = preds / "baselines"
     steps.append(Step("baselines", "synthesis baselines T1 -> T2 / FLAIR: the source copied, a per-subject "
-                      "linear intensity fit (oracle)", action=lambda: write_synthesis_baselines(test, baselines),
+                      "linear intensity fit and a per-voxel lookup table (oracles)", action=lambda: write_synthesis_baselines(test, baselines),
                       outputs=(baselines,)))
     evaluate = [["evaluate", "synthesis", "--pred", str(preds / "p2g"), "--ref", str(test),
                  "--out", str(evals / "synthesis.csv"), "--convention", "unit"]]
     evaluate += [["evaluate", "synthesis", "--pred", str(baselines / name), "--ref", str(test),
                   "--out", str(evals / f"synthesis-{name}.csv"), "--convention", "unit", "--allow-missing"]
-                 for name in ("copy", "linear")]  # the baselines write T2 and FLAIR only
+                 for name in BASELINES]  # the baselines write T2 and FLAIR only
     evaluate += [["evaluate", "brats", "--pred", str(folder), "--ref", str(test),
                   "--out", str(evals / f"segmentation-{folder.name}.csv")] for folder, _ in methods.values()]
     steps.append(Step("evaluate", "synthesis metrics and BraTS Dice per subset", evaluate, outputs=(evals,)))
@@ -213,6 +221,7 @@ def write_report(
     out: Path, settings: DemoSettings, results: list[StepResult], *, synthesis_csv: Path | None,
     segmentation_csvs: dict[str, Path], figures: list[Path], environment: dict[str, str] | None = None,
     targets: list[Target] | None = None,
+    references: list[str] | None = None,
 ) -> Path:
     """Write OUT/report.md and OUT/report.html; returns the Markdown path.
 
@@ -225,6 +234,7 @@ def write_report(
         figures: image files (inside `out`) to show.
         environment: extra lines for the settings section (versions, device).
         targets: the demo's promises and whether they were met (`demo_targets`), shown first.
+        references: lines after the targets that are no promise (`voxelmap_lines`).
     """
     out = Path(out)
 
@@ -235,7 +245,7 @@ def write_report(
             return str(path)
 
     md = [f"# p2gmed demo report{' (quick)' if settings.quick else ''}", "", f"> {SIMULATED_WARNING}", ""]
-    md += targets_section(targets) if targets else []
+    md += targets_section(targets, references) if targets else []
     md += ["## Settings", ""]
     md += [f"- {k.replace('_', ' ')}: `{v}`" for k, v in asdict(settings).items()]
     md += [f"- preset: `configs/{PRESET}` (tiny-cpu: ROI 32 x 32 x 64, feature size 12, one Swin block per stage; "
@@ -354,11 +364,11 @@ def run_demo(out: str | Path = "p2g-demo", quick: bool = False, force: bool = Fa
                    "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
                    or "cpu", "threads": str(torch.get_num_threads())}
     seconds = sum(r.seconds for r in results)
-    targets = demo_targets(settings.quick, evals / "segmentation-p2g.csv", {
-        "model": evals / "synthesis.csv", "copy": evals / "synthesis-copy.csv",
-        "linear": evals / "synthesis-linear.csv"}, seconds)
+    synthesis_csvs = {"model": evals / "synthesis.csv"} | {b: evals / f"synthesis-{b}.csv" for b in BASELINES}
+    targets = demo_targets(settings.quick, evals / "segmentation-p2g.csv", synthesis_csvs, seconds)
+    references = [] if settings.quick else voxelmap_lines(synthesis_csvs)
     report = write_report(out, settings, results, synthesis_csv=evals / "synthesis.csv", segmentation_csvs=seg,
-                          figures=figures, environment=environment, targets=targets)
+                          figures=figures, environment=environment, targets=targets, references=references)
     for target in targets:
         echo("    " + target.line()[2:].replace("**", ""))
     echo(f"==> report: {report} (and report.html); stages took {sum(r.seconds for r in results):.0f} s")

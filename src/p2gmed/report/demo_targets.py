@@ -8,6 +8,12 @@ are scored exactly like the model (`p2g evaluate synthesis`, unit convention), f
 - linear: the source mapped to the target by the least-squares line a * source + b fitted on the same subject's
   brain voxels. It sees the target, so it is an oracle: a model that beats it has learned more than a global
   intensity map.
+
+A third, `voxelmap`, is no target but says how far per-voxel intensity can go: the best function of the source
+intensity alone, a lookup table from 64 quantile bins of the subject's source to the mean target intensity of
+each bin, fitted on the same subject (an oracle too). Whatever it misses needs the neighbourhood: on the
+simulated brains at 3 mm, partial volumes of CSF, grey and white matter that look alike in T1 and not in T2, and
+edema that T1 hardly shows (docs/results.md).
 """
 
 from __future__ import annotations
@@ -15,12 +21,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from p2gmed.report.summaries import mean_by, read_csv
 
 #: (source, targets) of the synthesis targets and baselines
 SYNTHESIS_PAIRS = ("t1n", ("t2w", "t2f"))
 #: how much better (SSIM) than each baseline the model must be
 SSIM_MARGIN = 0.01
+#: the baselines the demo writes and scores; the last is a reference, not a target
+BASELINES = ("copy", "linear", "voxelmap")
+#: source intensity bins of the voxelmap reference
+VOXELMAP_BINS = 64
 FULL = frozenset(("t1n", "t1c", "t2w", "t2f"))
 
 
@@ -46,19 +58,41 @@ class Target:
         return f"- {verdict}: {self.what} {sign} {self.threshold:g} (measured {shown})"
 
 
-def write_synthesis_baselines(test_dir: Path, out: Path) -> list[Path]:
-    """Write the copy and linear baselines of every test subject as `out/<baseline>/from-t1n/<case>_<m>.nii.gz`.
+def voxel_map(source: np.ndarray, target: np.ndarray, region: np.ndarray, bins: int = VOXELMAP_BINS) -> np.ndarray:
+    """The best per-voxel map source -> target on `region`, as a lookup table over quantile bins of the source.
 
-    Returns the two baseline folders.
+    Args:
+        source, target: (D, H, W) volumes.
+        region: (D, H, W) bool, the voxels the table is fitted on and applied to (zero elsewhere).
+        bins: number of source-intensity bins (equal counts).
+
+    Returns:
+        (D, H, W) float32: each region voxel gets the mean target intensity of its source bin.
+    """
+    out = np.zeros(source.shape, np.float32)
+    if not region.any():
+        return out
+    values = source[region]
+    edges = np.quantile(values, np.linspace(0.0, 1.0, bins + 1)[1:-1])
+    index = np.searchsorted(edges, values, side="right")
+    sums = np.bincount(index, weights=target[region].astype(np.float64), minlength=bins)
+    counts = np.bincount(index, minlength=bins)
+    out[region] = (sums / np.maximum(counts, 1))[index]
+    return out
+
+
+def write_synthesis_baselines(test_dir: Path, out: Path) -> list[Path]:
+    """Write the baselines of every test subject as `out/<baseline>/from-t1n/<case>_<m>.nii.gz` (`BASELINES`).
+
+    Returns the baseline folders, in the order of `BASELINES`.
     """
     import nibabel as nib
-    import numpy as np
 
     from p2gmed.data.read import read_dataset
     from p2gmed.io import save_nifti
 
     source, targets = SYNTHESIS_PAIRS
-    folders = [out / "copy", out / "linear"]
+    folders = [out / name for name in BASELINES]
     for subject in read_dataset(test_dir):
         if source not in subject.images:
             continue
@@ -71,7 +105,7 @@ def write_synthesis_baselines(test_dir: Path, out: Path) -> list[Path]:
             brain = (src != 0) & (ref != 0)
             a, b = np.polyfit(src[brain], ref[brain], 1) if brain.sum() > 1 else (1.0, 0.0)
             linear = np.where(src != 0, a * src + b, 0).astype(np.float32)
-            for folder, volume in zip(folders, (src, linear)):
+            for folder, volume in zip(folders, (src, linear, voxel_map(src, ref, brain)), strict=True):
                 path = folder / f"from-{source}" / f"{subject.subject_id}_{target}.nii.gz"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 save_nifti(nib.Nifti1Image(volume, src_img.affine, src_img.header), path)
@@ -126,10 +160,19 @@ def demo_targets(
     return out
 
 
-def targets_section(targets: list[Target]) -> list[str]:
-    """Markdown lines of the report's targets section."""
+def voxelmap_lines(synthesis_csvs: dict[str, Path]) -> list[str]:
+    """One report line per target modality: the voxelmap reference's SSIM next to the model's."""
+    model, voxelmap = _synthesis_ssim(synthesis_csvs.get("model")), _synthesis_ssim(synthesis_csvs.get("voxelmap"))
+    return [f"- reference, not a target: T1 -> {label} by the best per-voxel intensity map fitted on the same "
+            f"subject (voxelmap oracle) SSIM {voxelmap[t]:.3f}; the model {model[t]:.3f}" if t in model else
+            f"- reference, not a target: T1 -> {label} voxelmap oracle SSIM {voxelmap[t]:.3f}"
+            for t, label in (("t2w", "T2"), ("t2f", "FLAIR")) if t in voxelmap]
+
+
+def targets_section(targets: list[Target], references: list[str] | None = None) -> list[str]:
+    """Markdown lines of the report's targets section; `references` (e.g. `voxelmap_lines`) follow them."""
     kept = sum(t.met is True for t in targets)
     return ["## Targets", "", f"{kept} of {len(targets)} targets met on the held-out simulated subjects. Synthesis "
             "baselines, scored like the model: *copy* takes the T1 volume itself as the target, *linear* maps T1 to "
             f"the target by a line fitted on the same subject (an oracle); the model must beat each by "
-            f"{SSIM_MARGIN} SSIM.", "", *[t.line() for t in targets], ""]
+            f"{SSIM_MARGIN} SSIM.", "", *[t.line() for t in targets], *(references or []), ""]
