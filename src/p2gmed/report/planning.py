@@ -41,7 +41,9 @@ def configs_dir() -> Path:
 
 def subset_name(modalities: tuple[str, ...] | list[str], order: tuple[str, ...]) -> str:
     """Folder name of a source subset as `p2g evaluate` expects it: `from-t1n+t2f` (model modality order)."""
-    return "from-" + "+".join(m for m in order if m in modalities)
+    from p2gmed.inference.naming import subset_folder
+
+    return subset_folder(modalities, order)
 
 
 def parse_source(text: str) -> frozenset[str]:
