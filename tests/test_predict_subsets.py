@@ -33,7 +33,7 @@ def assert_same_prediction(one, alone):
     (("synthesis", "pretrain", "segmentation"), [("t2f",), ("t1n", "t2w"), MRI],
      PredictOptions(tta=True, reconstruct_given=True, overlap=0.25)),
 ])
-def test_predict_subsets_equals_one_prediction_per_subset(tmp_path, checkpoints, kinds, subsets, options):  # noqa: F811
+def test_predict_subsets_equals_one_prediction_per_subset(tmp_path, checkpoints, kinds, subsets, options):
     models = load_models([checkpoints[k] for k in kinds])
     arrays, geometry = load_case(brain_case(tmp_path, shape=(33, 29, 61)))
     together = predict_subsets(models, arrays, geometry, subsets, options)
@@ -59,7 +59,7 @@ def outputs(folder):
     return found
 
 
-def test_cli_subsets_write_what_one_call_per_subset_writes(tmp_path, checkpoints, capsys):  # noqa: F811
+def test_cli_subsets_write_what_one_call_per_subset_writes(tmp_path, checkpoints, capsys):
     inputs = brain_case(tmp_path, shape=(33, 29, 61))
     models = ["--model", checkpoints["synthesis"], "--model", checkpoints["segmentation"]]
     given = [f"t1={inputs['t1n']}", f"flair={inputs['t2f']}"]
@@ -81,7 +81,7 @@ def test_cli_subsets_write_what_one_call_per_subset_writes(tmp_path, checkpoints
     assert "one-pass/from-t1n+t2f" in printed and printed.count("sub01:") == 6
 
 
-def test_cli_subsets_rerun_refuses_and_user_files_stay(tmp_path, checkpoints, capsys):  # noqa: F811
+def test_cli_subsets_rerun_refuses_and_user_files_stay(tmp_path, checkpoints, capsys):
     inputs = brain_case(tmp_path, shape=(9, 8, 7))
     argv = ["--model", checkpoints["synthesis"], "--input", f"t1n={inputs['t1n']}", f"t2w={inputs['t2w']}",
             "--out", tmp_path / "pred", "--subsets", "t2w", "t1n+t2w"]
@@ -111,7 +111,7 @@ def test_cli_subsets_rerun_refuses_and_user_files_stay(tmp_path, checkpoints, ca
     (["t1n+t2f", "flair+t1"], "twice"),
     (["all", "t1n"], "give it alone"),
 ])
-def test_cli_bad_subsets_exit_2_and_write_nothing(tmp_path, checkpoints, capsys, spec, says):  # noqa: F811
+def test_cli_bad_subsets_exit_2_and_write_nothing(tmp_path, checkpoints, capsys, spec, says):
     inputs = brain_case(tmp_path, shape=(9, 8, 7))
     rc = p2g("--model", checkpoints["synthesis"], "--input", f"t1n={inputs['t1n']}", f"t2f={inputs['t2f']}",
              "--out", tmp_path / "pred", "--subsets", *spec)
@@ -120,10 +120,35 @@ def test_cli_bad_subsets_exit_2_and_write_nothing(tmp_path, checkpoints, capsys,
     assert not (tmp_path / "pred").exists()
 
 
-def test_cli_subsets_refuse_case_dir(tmp_path, checkpoints, capsys):  # noqa: F811
+def test_cli_subsets_refuse_case_dir(tmp_path, checkpoints, capsys):
     (tmp_path / "data").mkdir()
     rc = p2g("--model", checkpoints["synthesis"], "--case-dir", tmp_path / "data", "--out", tmp_path / "pred",
              "--subsets", "all")
     err = capsys.readouterr().err
     assert rc == 2 and "does not apply to --case-dir" in err
     assert not (tmp_path / "pred").exists()
+
+
+def test_demo_plan_predicts_each_subject_once_into_the_same_subset_folders(tmp_path, checkpoints, demo_brain):
+    from p2gmed.cli import main
+    from p2gmed.data.read import read_dataset
+    from p2gmed.report.demo import demo_settings
+    from p2gmed.report.planning import predict_commands, subset_name
+
+    subsets = demo_settings(True).subsets  # the quick demo: the four single modalities and all four
+    subject = read_dataset(demo_brain)[0]
+    out = tmp_path / "predictions"
+    (argv,) = predict_commands([checkpoints["synthesis"], checkpoints["segmentation"]], [subject], subsets, MRI, out)
+    assert main([*argv, "--device", "cpu", "--no-progress"]) == 0
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert folders == sorted(subset_name(s, MRI) for s in subsets) and len(folders) == 5
+    for folder in folders:
+        names = {p.name for p in (out / folder).iterdir()}
+        assert names == {f"{subject.subject_id}_{m}.nii.gz" for m in (*MRI, "seg")} | {f"{subject.subject_id}.json"}
+    csv = tmp_path / "synthesis.csv"
+    assert main(["evaluate", "synthesis", "--pred", str(out), "--ref", str(demo_brain), "--out", str(csv),
+                 "--convention", "unit", "--allow-missing"]) == 0
+    import csv as csvlib
+
+    sources = {row["source"] for row in csvlib.DictReader(csv.open())}
+    assert sources == set(folders)  # p2g evaluate reads every subset folder

@@ -178,12 +178,13 @@ class OutputFolder:
     @contextlib.contextmanager
     def writing(self, names: Iterable[str | Path], command: str | None = None) -> Iterator[OutputFolder]:
         """Record `names`, then run the block that writes them. If the block fails, the names it did not write
-        are dropped from the record again, and the folders (subfolders of nested names such as `from-t1n/c_t2w.nii.gz`
-        included) and record this call created and left empty are removed: a refused or failed command leaves
-        nothing behind."""
+        are dropped from the record again, and the folders (subfolders of nested names such as
+        `from-t1n/c_t2w.nii.gz` included) and record this call created and left empty are removed: a refused or
+        failed command leaves nothing behind."""
         names = [self._rel(n) for n in names]
         created_folder, created_record = not self.path.exists(), not self.is_recorded()
-        subfolders = {p for n in names for p in (self.path / n).parents if self.path in p.parents and not p.exists()}
+        subfolders = {p for n in names for p in (self.path / n).parents
+                      if self.path in p.parents and not p.exists()}
         self.record(names, command)
         try:
             yield self

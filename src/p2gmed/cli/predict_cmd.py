@@ -46,8 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="one case folder of a supported layout, or a data set folder (every case)")
     p.add_argument("--case", help="output file stem with --input (default: from the first file name)")
     p.add_argument("--subsets", nargs="+", metavar="SUBSET",
-                   help="with --input: predict from each of these subsets of the inputs in one pass, subset S into "
-                   "--out/from-<S>/; 'all' (every non-empty subset) or names joined by '+', e.g. t1n t2f t1n+t2f")
+                   help="with --input: predict from each of these subsets of the inputs in one pass, subset S "
+                   "into --out/from-<S>/; 'all' (every non-empty subset) or names joined by '+', e.g. t1n t1n+t2f")
     p.add_argument("--layout", default="auto", help="layout of --case-dir (default: detected)")
     given = p.add_mutually_exclusive_group()
     given.add_argument("--keep-given", dest="reconstruct_given", action="store_false",
@@ -198,7 +198,7 @@ def parse_subsets(specs: list[str], inputs: dict[str, Path]) -> list[tuple[str, 
     subsets: list[tuple[str, ...]] = []
     for spec in specs:
         if spec == "all":
-            raise InputError("--subsets all means every subset of the inputs; give it alone, not beside other subsets")
+            raise InputError("--subsets all means every subset of the inputs; give it alone, not beside others")
         names = spec.split("+")
         if not all(names):
             raise InputError(f"--subsets {spec} has an empty modality name; join names with '+', e.g. t1n+t2f")

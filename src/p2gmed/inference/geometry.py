@@ -140,7 +140,9 @@ def load_case(inputs: dict[str, ImageSource]) -> tuple[dict[str, np.ndarray], Na
     return arrays, geometries[next(iter(inputs))]
 
 
-def load_case_geometries(inputs: dict[str, ImageSource]) -> tuple[dict[str, np.ndarray], dict[str, NativeGeometry]]:
+def load_case_geometries(
+    inputs: dict[str, ImageSource],
+) -> tuple[dict[str, np.ndarray], dict[str, NativeGeometry]]:
     """`load_case`, with the geometry of every input (the reference of a prediction from a subset that starts
     with it: its affine and header are what the outputs carry). Same arguments and errors."""
     arrays: dict[str, np.ndarray] = {}

@@ -78,7 +78,8 @@ class MonaiBaseline(nn.Module):
         Returns:
             (B, K, out_channels, D, H, W).
         """
-        return torch.stack([self.forward_subset(image, row) for row in torch.as_tensor(subsets, dtype=torch.bool)], 1)
+        rows = torch.as_tensor(subsets, dtype=torch.bool)
+        return torch.stack([self.forward_subset(image, row) for row in rows], dim=1)
 
 
 def mask_missing(image: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
