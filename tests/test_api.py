@@ -15,14 +15,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from test_predict import LPS, MRI, SHAPE, EchoSynthesis, ThresholdSegmenter, brain_case, stand_in
+from test_predict import LPS, MRI, SHAPE, EchoSynthesis, StandIn, ThresholdSegmenter, brain_case, stand_in
 
 import p2gmed
 from p2gmed.config import config_to_dict, load_config
 from p2gmed.errors import InputError
 from p2gmed.inference.api import P2GModel
 from p2gmed.inference.models import LoadedModel
-from p2gmed.inference.predict import PredictOptions, predict_case
+from p2gmed.inference.cases import predict_case
+from p2gmed.inference.predict import PredictOptions
 
 ROOT = Path(__file__).parents[1]
 
@@ -102,7 +103,7 @@ def test_ensemble_of_one_kind_is_the_mean_of_its_members(tmp_path):
 
 
 def test_mirroring_tta_averages_the_flipped_predictions(tmp_path):
-    class LeftRight(torch.nn.Module):
+    class LeftRight(StandIn):
         """Output = the input plus a ramp along the first spatial axis: mirroring averages the ramp to a constant."""
 
         def forward_subset(self, image, available):

@@ -18,7 +18,8 @@ from p2gmed.data.read import read_dataset
 from p2gmed.errors import DataError, InputError
 from p2gmed.inference.batch import parse_part, predict_folder, shard
 from p2gmed.inference.naming import NAMINGS, output_name, split_name
-from p2gmed.inference.predict import PredictOptions, predict_case
+from p2gmed.inference.cases import predict_case
+from p2gmed.inference.predict import PredictOptions
 
 
 @pytest.mark.parametrize("naming", NAMINGS)

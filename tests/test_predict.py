@@ -21,7 +21,9 @@ from p2gmed.config import Config, config_to_dict
 from p2gmed.data.layouts import brats_file
 from p2gmed.errors import InputError
 from p2gmed.inference.models import LoadedModel
-from p2gmed.inference.predict import PredictOptions, case_name_from_inputs, predict_case
+from p2gmed.inference.cases import predict_case
+from p2gmed.inference.naming import case_name_from_inputs
+from p2gmed.inference.predict import PredictOptions
 
 MRI = ("t1n", "t1c", "t2w", "t2f")
 # LPS, anisotropic spacing, non-zero origin
@@ -29,7 +31,14 @@ LPS = np.array([[-1.2, 0, 0, 40.0], [0, -0.9, 0, 30.0], [0, 0, 2.5, -20.0], [0, 
 SHAPE = (37, 23, 41)  # odd, not multiples of 32; one axis smaller than the ROI (padded and cropped back)
 
 
-class EchoSynthesis(nn.Module):
+class StandIn(nn.Module):
+    """A model known by its `forward_subset`; `forward_subsets` (what inference calls) runs it per subset."""
+
+    def forward_subsets(self, image: torch.Tensor, subsets: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.forward_subset(image, row) for row in subsets], 1)
+
+
+class EchoSynthesis(StandIn):
     """Output m = input m where available, else the mean of the available (normalised) inputs."""
 
     def forward_subset(self, image: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
@@ -37,7 +46,7 @@ class EchoSynthesis(nn.Module):
         return torch.where(available[None, :, None, None, None], image, mean.expand_as(image))
 
 
-class ThresholdSegmenter(nn.Module):
+class ThresholdSegmenter(StandIn):
     """Class 3 (ET) where the mean of the available normalised inputs exceeds 1, else class 0 (K = 4)."""
 
     def forward_subset(self, image: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
@@ -120,7 +129,7 @@ def test_every_subset_gives_every_modality_in_native_geometry(tmp_path):
 
 
 def test_nothing_to_synthesize_skips_the_model(tmp_path):
-    class Exploding(nn.Module):
+    class Exploding(StandIn):
         def forward_subset(self, image, available):
             raise AssertionError("the synthesis model should not run when every modality is given")
 
@@ -395,7 +404,7 @@ def test_sliding_window_rejects_bad_settings(kwargs):
         sliding_predict(lambda x: x, torch.zeros(1, 1, 8, 8, 8), (32, 32, 32), **kwargs)
 
 
-class EverywhereSegmenter(nn.Module):
+class EverywhereSegmenter(StandIn):
     """Class 2 (edema) in every voxel, inside the patient or not."""
 
     def forward_subset(self, image: torch.Tensor, available: torch.Tensor) -> torch.Tensor:

@@ -138,6 +138,23 @@ def test_redoing_a_step_removes_only_recorded_files(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_failed_write_into_subfolders_leaves_only_what_was_there(tmp_path):
+    folder = OutputFolder.claim(tmp_path / "out")
+    with folder.writing(["from-b/c.nii.gz"]):
+        (tmp_path / "out" / "from-b").mkdir()
+        (tmp_path / "out" / "from-b" / "c.nii.gz").write_text("p2g")
+    with pytest.raises(RuntimeError), folder.writing(["from-a/c.nii.gz", "from-b/e.nii.gz", "from-c/d/c.json"]):
+        (tmp_path / "out" / "from-a").mkdir()
+        (tmp_path / "out" / "from-c" / "d").mkdir(parents=True)  # created, nothing written: removed again
+        raise RuntimeError("disk full")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [MANIFEST, "from-b"]
+    assert folder.files() == ["from-b/c.nii.gz"]
+    with pytest.raises(RuntimeError), OutputFolder.claim(tmp_path / "new").writing(["from-a/c.nii.gz"]):
+        (tmp_path / "new" / "from-a").mkdir()
+        raise RuntimeError("killed")
+    assert not (tmp_path / "new").exists()
+
+
 def test_orphan_temporaries_match_only_atomic_write_names(tmp_path):
     for name in (".last.pt.k2j4h5g6.pt", ".last.pt.toolong123.pt", "last.pt", ".last.pt.notes", ".best.pt.abcdefgh.pt"):
         (tmp_path / name).write_text("x")

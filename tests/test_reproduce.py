@@ -228,12 +228,14 @@ def test_split_is_by_patient_disjoint_and_deterministic():
         planning.make_split([_subject("a", "p")])
 
 
-def test_predict_commands_one_per_subject_and_subset():
+def test_predict_commands_one_per_subject_with_every_subset():
     subjects = [_subject("c1", "p1"), _subject("c2", "p2")]
-    cmds = planning.predict_commands([Path("m.pt")], subjects, [("t2f",), ("t2f", "t1n")], ("t1n", "t2f"), Path("/o"))
-    assert len(cmds) == 4
-    assert cmds[3] == ["predict", "--model", "m.pt", "--out", "/o/from-t1n+t2f", "--case", "c2",
-                       "--input", "t2f=/d/c2-t2f.nii.gz", "t1n=/d/c2-t1n.nii.gz"]
+    cmds = planning.predict_commands([Path("m.pt")], subjects, [("t2f",), ("t2f", "t1n")], ("t1n", "t2f"), Path("/o"),
+                                     reconstruct=True)
+    assert len(cmds) == 2
+    assert cmds[1] == ["predict", "--model", "m.pt", "--out", "/o", "--case", "c2",
+                       "--input", "t1n=/d/c2-t1n.nii.gz", "t2f=/d/c2-t2f.nii.gz", "--subsets", "t2f", "t2f+t1n",
+                       "--reconstruct-given"]
     with pytest.raises(InputError, match="c1 lacks t1c"):
         planning.predict_commands([Path("m.pt")], subjects[:1], [("t1c",)], ("t1c",), Path("/o"))
 

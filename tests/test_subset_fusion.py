@@ -5,7 +5,8 @@ import pytest
 import torch
 from test_models import tiny_config
 
-from p2gmed.models.network import build_model
+from p2gmed.models.baselines import build_baseline
+from p2gmed.models.network import build_model, stack_modalities
 from p2gmed.models.subset_fusion import SubsetFusion, filled_input, masked_mean
 from p2gmed.train import finetune
 from p2gmed.train.finetune import SynthesisTask
@@ -75,3 +76,73 @@ def test_tuning_trains_what_forward_subset_predicts(skips, input_skip, monkeypat
         for row in (0, 1):
             predicted = model.forward_subset(batch["image"][row : row + 1], subset[row])
             torch.testing.assert_close(prediction[row : row + 1], predicted, rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------- every subset in one pass
+
+
+def all_subsets(m: int = 4) -> torch.Tensor:
+    """(2^m - 1, m) bool: every non-empty subset of m modalities."""
+    return torch.tensor([[bool(k >> i & 1) for i in range(m)] for k in range(1, 2**m)])
+
+
+def reference_subset(model, image, available):
+    """One subset predicted step by step from the stages (encode each given modality, mean X', fuse skips)."""
+    fused, stages = [], [[None] * 4 for _ in range(4)]
+    for m in available.nonzero().flatten().tolist():
+        z, skips = model.encode(image[:, m : m + 1].expand(-1, 4, -1, -1, -1))
+        fused.append(model.fuse(z))
+        for stage, feature in zip(stages, skips[1:], strict=True):
+            stage[m] = feature
+    mask = available.expand(image.shape[0], -1)
+    skips = model.subset_fusion(image, mask, [stack_modalities(s) for s in stages])
+    return model.decode(torch.stack(fused).mean(0), skips)
+
+
+@pytest.mark.parametrize("skips", ["mean", "attention"])
+def test_forward_subsets_equals_each_subset_alone_and_encodes_each_modality_once(skips, monkeypatch):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(subset_skips=skips), 4).eval()
+    if model.subset_fusion.scores is not None:  # a trained weighting, not the mean it starts as
+        for conv in model.subset_fusion.scores:
+            torch.nn.init.normal_(conv.weight, std=0.5)
+    image = torch.randn(2, 4, 32, 32, 64)
+    subsets = all_subsets()
+    calls = []
+    encode = model.encode
+    monkeypatch.setattr(model, "encode", lambda x: calls.append(x) or encode(x))
+    with torch.no_grad():
+        together = model.forward_subsets(image, subsets)
+        assert together.shape == (2, 15, 4, 32, 32, 64)
+        assert len(calls) == 4  # one encoding per modality, not one per (subset, modality): 32
+        for k, row in enumerate(subsets):
+            expected = reference_subset(model, image, row)
+            torch.testing.assert_close(together[:, k], expected, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(model.forward_subset(image, row), expected, rtol=1e-4, atol=1e-5)
+        calls.clear()
+        model.forward_subsets(image, subsets[[1, 2]])  # {t1c} and {t1n, t1c}: t2w and t2f are not encoded
+        assert len(calls) == 2
+
+
+def test_baseline_forward_subsets_is_one_masked_forward_per_subset():
+    torch.manual_seed(0)
+    model = build_baseline(tiny_config(), "swinunetr", 3).eval()
+    image = torch.randn(1, 4, 32, 32, 64)
+    subsets = all_subsets()
+    with torch.no_grad():
+        together = model.forward_subsets(image, subsets)
+        assert together.shape == (1, 15, 3, 32, 32, 64)
+        for k, row in enumerate(subsets):
+            masked = image * row.view(1, 4, 1, 1, 1)
+            torch.testing.assert_close(together[:, k], model.backbone(masked), rtol=1e-4, atol=1e-5)
+
+
+def test_forward_subsets_refuses_an_empty_subset_and_wrong_shapes():
+    model = build_model(tiny_config(), 4)
+    image = torch.zeros(1, 4, 32, 32, 64)
+    with pytest.raises(ValueError, match="every subset"):
+        model.forward_subsets(image, torch.tensor([[True, False, False, False], [False] * 4]))
+    with pytest.raises(ValueError, match="subsets"):
+        model.forward_subsets(image, torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="at least one"):
+        model.forward_subset(image, torch.zeros(4, dtype=torch.bool))

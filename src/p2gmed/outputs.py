@@ -178,15 +178,21 @@ class OutputFolder:
     @contextlib.contextmanager
     def writing(self, names: Iterable[str | Path], command: str | None = None) -> Iterator[OutputFolder]:
         """Record `names`, then run the block that writes them. If the block fails, the names it did not write
-        are dropped from the record again, and a folder (and record) this call created and left empty is
-        removed: a refused or failed command leaves nothing behind."""
+        are dropped from the record again, and the folders (subfolders of nested names such as
+        `from-t1n/c_t2w.nii.gz` included) and record this call created and left empty are removed: a refused or
+        failed command leaves nothing behind."""
         names = [self._rel(n) for n in names]
         created_folder, created_record = not self.path.exists(), not self.is_recorded()
+        subfolders = {p for n in names for p in (self.path / n).parents
+                      if self.path in p.parents and not p.exists()}
         self.record(names, command)
         try:
             yield self
         except BaseException:
             unwritten = {n for n in names if not (self.path / n).exists()}
+            for folder in sorted(subfolders, key=lambda p: len(p.parts), reverse=True):
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
             with self._locked():
                 kept = [f for f in self.files() if f not in unwritten]
                 if not (created_record and not kept):

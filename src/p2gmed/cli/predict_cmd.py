@@ -2,6 +2,10 @@
 
     p2g predict --model syn.pt [--model seg.pt] --out DIR --input t1n=a.nii.gz t2f=b.nii.gz [--case NAME]
     p2g predict --model syn.pt --out DIR --case-dir CASE_OR_DATASET_DIR [--layout L]
+    p2g predict --model syn.pt [--model seg.pt] --out DIR --input t1n=a.nii.gz t2f=b.nii.gz --subsets all
+
+`--subsets` predicts one case from several subsets of its --input files in one pass (each modality read,
+normalised and encoded once), subset S into `DIR/from-<S>/` as `p2g evaluate` reads it.
 
 `--case-dir` takes one case folder of a supported layout, or a whole data set folder (batch mode: every case,
 a progress bar and a summary; `--continue` skips finished cases, `--part I/N` predicts one of N shards).
@@ -41,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--case-dir", type=Path, metavar="DIR",
                         help="one case folder of a supported layout, or a data set folder (every case)")
     p.add_argument("--case", help="output file stem with --input (default: from the first file name)")
+    p.add_argument("--subsets", nargs="+", metavar="SUBSET",
+                   help="with --input: predict from each of these subsets of the inputs in one pass, subset S "
+                   "into --out/from-<S>/; 'all' (every non-empty subset) or names joined by '+', e.g. t1n t1n+t2f")
     p.add_argument("--layout", default="auto", help="layout of --case-dir (default: detected)")
     given = p.add_mutually_exclusive_group()
     given.add_argument("--keep-given", dest="reconstruct_given", action="store_false",
@@ -92,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from p2gmed.data.manifests import parse_channels
     from p2gmed.inference.api import load
     from p2gmed.inference.batch import parse_part
-    from p2gmed.inference.predict import case_name_from_inputs
+    from p2gmed.inference.naming import case_name_from_inputs
 
     inputs = parse_inputs(args.input) if args.input else None
     if args.case and not inputs:
@@ -100,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--continue", args.skip_complete), ("--part", args.part), ("--channels", args.channels)):
         if value and inputs is not None:
             raise InputError(f"{flag} applies to --case-dir (a data set folder), not to --input files")
+    if args.subsets and inputs is None:
+        raise InputError("--subsets predicts subsets of one case's --input files; it does not apply to --case-dir")
+    subsets = parse_subsets(args.subsets, inputs) if args.subsets else None
     if args.case_dir is not None and not args.case_dir.exists():
         raise InputError(f"--case-dir {args.case_dir} does not exist")
     part = parse_part(args.part) if args.part else None
@@ -111,17 +121,27 @@ def run(args: argparse.Namespace) -> int:
         naming=args.naming, progress=not args.no_progress and inputs is not None,
     )
     cases = [args.case or case_name_from_inputs(inputs)] if inputs is not None else _case_ids(args, part, channels)
-    names = [n for case in cases for n in _possible_outputs(model.models, case, inputs or {}, args.naming)]
+    if subsets is not None:
+        names = [f"{folder}/{n}" for folder, subset in zip(_folders(model.models, subsets), subsets)
+                 for n in _possible_outputs(model.models, cases[0], {m: inputs[m] for m in subset}, args.naming)]
+    else:
+        names = [n for case in cases for n in _possible_outputs(model.models, case, inputs or {}, args.naming)]
     # --continue goes on with p2g's own outputs of an earlier run (complete cases are skipped, not rewritten)
     out.check_targets(names, force=args.force or args.skip_complete, force_option="--force or --continue")
     with out.writing(names, "p2g predict"):
-        return _predict(args, model, inputs, part, channels)
+        return _predict(args, model, inputs, subsets, part, channels)
 
 
-def _predict(args: argparse.Namespace, model, inputs: dict[str, Path] | None, part, channels) -> int:
+def _predict(args: argparse.Namespace, model, inputs: dict[str, Path] | None, subsets, part, channels) -> int:
     from p2gmed.inference.batch import predict_folder
-    from p2gmed.inference.predict import predict_case
+    from p2gmed.inference.cases import predict_case, predict_case_subsets
 
+    if subsets is not None:
+        sidecars = predict_case_subsets(model.models, inputs, args.out, args.case, subsets, model.options,
+                                        model.device)
+        for sidecar, folder in zip(sidecars, _folders(model.models, subsets)):
+            _print_case(sidecar, args.out / folder)
+        return 0
     if inputs is not None:
         sidecar = predict_case(model.models, inputs, args.out, args.case, model.options, model.device)
         _print_case(sidecar, args.out)
@@ -159,6 +179,50 @@ def _case_ids(args: argparse.Namespace, part, channels) -> list[str]:
     from p2gmed.inference.batch import shard
 
     return [s.subject_id for s in shard(read_dataset(args.case_dir, args.layout, channels=channels), part)]
+
+
+def parse_subsets(specs: list[str], inputs: dict[str, Path]) -> list[tuple[str, ...]]:
+    """--subsets values -> subsets of the input modalities (canonical names in input order).
+
+    ["all"] gives every non-empty subset, by size then input order; otherwise each value is modality names (any
+    accepted spelling) joined by '+'. InputError names a value that is malformed, unknown, outside the inputs or
+    repeated.
+    """
+    from itertools import combinations
+
+    from p2gmed.modalities import canonical
+
+    given = list(inputs)
+    if specs == ["all"]:
+        return [c for size in range(1, len(given) + 1) for c in combinations(given, size)]
+    subsets: list[tuple[str, ...]] = []
+    for spec in specs:
+        if spec == "all":
+            raise InputError("--subsets all means every subset of the inputs; give it alone, not beside others")
+        names = spec.split("+")
+        if not all(names):
+            raise InputError(f"--subsets {spec} has an empty modality name; join names with '+', e.g. t1n+t2f")
+        try:
+            chosen = {canonical(name) for name in names}
+        except InputError as exc:
+            raise InputError(f"--subsets {spec}: {exc}") from None
+        outside = [m for m in chosen if m not in inputs]
+        if outside:
+            raise InputError(f"--subsets {spec} needs {', '.join(sorted(outside))}, which is not among the --input "
+                             f"modalities ({', '.join(given)})")
+        subset = tuple(m for m in given if m in chosen)
+        if subset in subsets:
+            raise InputError(f"--subsets names the subset {spec} twice")
+        subsets.append(subset)
+    return subsets
+
+
+def _folders(models, subsets: list[tuple[str, ...]]) -> list[str]:
+    """The `from-<subset>` folder of each subset (modalities in the models' order)."""
+    from p2gmed.inference.models import modality_order
+    from p2gmed.inference.naming import subset_folder
+
+    return [subset_folder(subset, modality_order(models)) for subset in subsets]
 
 
 def _possible_outputs(models, case: str, inputs: dict[str, Path], naming: str) -> list[str]:

@@ -2,7 +2,7 @@
 
 * `skip_complete` (`p2g predict --continue`): a case whose sidecar `<case>.json` names the same model files and
   every output it lists is on disk is not predicted again. The sidecar is renamed into place after the images
-  (`predict._write_all`), so a sidecar means the case finished; a run that was killed redoes only the case it was
+  (`writing.write_all`), so a sidecar means the case finished; a run that was killed redoes only the case it was
   in.
 * `part` (`--part I/N`): the cases sorted by id are dealt round-robin into N shards and shard I (1-based) is
   predicted, as nnU-Net's `part_id`/`num_parts`; N machines with `--part 1/N` ... `--part N/N` cover every case
@@ -21,7 +21,8 @@ import torch
 
 from p2gmed.errors import InputError
 from p2gmed.inference.models import LoadedModel
-from p2gmed.inference.predict import PredictOptions, check_inputs, expected_files, predict_case
+from p2gmed.inference.cases import expected_files, predict_case
+from p2gmed.inference.predict import PredictOptions, check_inputs
 
 log = logging.getLogger(__name__)
 

@@ -136,6 +136,15 @@ def load_case(inputs: dict[str, ImageSource]) -> tuple[dict[str, np.ndarray], Na
         DataError: one sentence per bad input (unreadable, not 3D, NaN/inf), or per input whose shape or affine
             differs from the reference, naming both.
     """
+    arrays, geometries = load_case_geometries(inputs)
+    return arrays, geometries[next(iter(inputs))]
+
+
+def load_case_geometries(
+    inputs: dict[str, ImageSource],
+) -> tuple[dict[str, np.ndarray], dict[str, NativeGeometry]]:
+    """`load_case`, with the geometry of every input (the reference of a prediction from a subset that starts
+    with it: its affine and header are what the outputs carry). Same arguments and errors."""
     arrays: dict[str, np.ndarray] = {}
     images = {}
     problems: list[str] = []
@@ -163,14 +172,16 @@ def load_case(inputs: dict[str, ImageSource]) -> tuple[dict[str, np.ndarray], Na
             )
     if problems:
         raise DataError(problems)
-    header = ref_img.header if isinstance(ref_img.header, nib.Nifti1Header) else nib.Nifti1Header()
-    geometry = NativeGeometry(
-        shape=arrays[ref_mod].shape,  # type: ignore[arg-type]
-        affine=np.asarray(ref_img.affine, dtype=np.float64),
-        header=header.copy(),
-        reference=Path(ref_name),
-    )
-    return arrays, geometry
+    geometries = {}
+    for modality, img in images.items():
+        header = img.header if isinstance(img.header, nib.Nifti1Header) else nib.Nifti1Header()
+        geometries[modality] = NativeGeometry(
+            shape=arrays[modality].shape,  # type: ignore[arg-type]
+            affine=np.asarray(img.affine, dtype=np.float64),
+            header=header.copy(),
+            reference=Path(describe_source(modality, inputs[modality])),
+        )
+    return arrays, geometries
 
 
 class WorkingGrid:

@@ -28,7 +28,7 @@ class LoadedModel:
     """A model in eval mode with what its checkpoint says about it.
 
     Attributes:
-        model: module with `forward_subset(image (B, M, D, H, W), available (M,) bool) -> (B, C, D, H, W)`.
+        model: module with `forward_subsets(image (B, M, D, H, W), subsets (K, M) bool) -> (B, K, C, D, H, W)`.
         path: the checkpoint file.
         cfg: the configuration it was trained with (ROI, spacing, normalisation, inference defaults).
         task: "pretrain", "synthesis" or "segmentation".
@@ -183,3 +183,8 @@ def ensembles(models: list[LoadedModel]) -> list[list[LoadedModel]]:
     """The models grouped by kind, synthesis first: each group is averaged as one ensemble."""
     groups = [[m for m in models if m.synthesizes], [m for m in models if m.segments]]
     return [g for g in groups if g]
+
+
+def modality_order(models: list[LoadedModel]) -> tuple[str, ...]:
+    """Every modality the models know, in their channel order (first model first): the order of subset names."""
+    return tuple(dict.fromkeys(m for model in models for m in model.modalities))

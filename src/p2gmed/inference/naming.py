@@ -78,3 +78,13 @@ def split_name(file_name: str) -> tuple[str, str]:
             if stem.lower().endswith(sep + key) and len(stem) > len(key) + 1:
                 return stem[: -len(key) - 1], key
     return stem, SEG
+
+
+def subset_folder(modalities, order) -> str:
+    """Folder of the predictions made from a subset of modalities, as `p2g evaluate` reads them: `from-t1n+t2f`.
+
+    Args:
+        modalities: canonical names of the subset (any order).
+        order: the models' modality order, which fixes the order in the name.
+    """
+    return "from-" + "+".join(m for m in order if m in modalities)

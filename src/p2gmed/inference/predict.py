@@ -1,31 +1,24 @@
-"""Prediction of one case: any subset of modalities in, every modality and a segmentation out, native geometry.
+"""Prediction of one case's arrays: any subsets of modalities in, every modality and a segmentation out.
 
-`predict_volumes` is the core (arrays in, nibabel images out, nothing written); the Python API (`api.py`) and
-`predict_case` (files in, files out, used by `p2g predict`) are its two users. Steps of `predict_case` (everything
-is validated before the first byte is written):
-
-1. names: every input modality is canonical and known to a model; no output path is an input file;
-2. `geometry.load_case`: files readable, 3D, finite, one shared shape and affine;
-3. per model: native -> working grid (RAS, the spacing the model was trained at, as nnU-Net does; `resample=False`
-   keeps the native spacing), normalisation as in training, sliding-window prediction with `forward_subset` on
-   the available modalities (optionally mirrored, `tta`), inverse normalisation, working -> native grid; several
-   models of one kind are an ensemble whose outputs are averaged on the native grid;
-4. all outputs are written to temporary files, then renamed together (`p2gmed.io.atomic_path`).
+`predict_subsets` is the core (arrays in, nibabel images out, nothing written): per model, native -> working grid
+(RAS, the spacing the model was trained at, as nnU-Net does; `resample=False` keeps the native spacing),
+normalisation as in training (once per modality), one sliding window whose network call predicts every requested
+subset (`forward_subsets`: each modality encoded once per window; optionally mirrored, `tta`), working -> native
+grid; several models of one kind are an ensemble whose outputs are averaged on the native grid; then, per subset
+and using only that subset's scans, inverse normalisation, foreground and segmentation post-processing.
+`predict_volumes` (one subset: all the given modalities) serves the Python API (`api.py`); files in and out are
+`cases.py` (`p2g predict`).
 
 Intensity of synthesized outputs (see `intensity.py`): MRI goes back on the scale of the given MRI scans, CT to HU,
-PET to SUV. Given modalities are copied through unchanged by default (`reconstruct_given=False`); the sidecar
-`<case>.json` marks each output "given", "synthesized" or "reconstructed".
+PET to SUV. Given modalities are copied through unchanged by default (`reconstruct_given=False`) and are then not
+part of a `Prediction`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import resource
-import shutil
-import time
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +31,14 @@ from p2gmed.data.normalization import NormStats
 from p2gmed.data.volumes import subject_foreground
 from p2gmed.errors import InputError
 from p2gmed.inference import intensity
-from p2gmed.inference.geometry import NativeGeometry, WorkingGrid, load_case, native_image
-from p2gmed.inference.models import LoadedModel, check_models, ensembles
+from p2gmed.inference.geometry import NativeGeometry, WorkingGrid, native_image
+from p2gmed.inference.models import LoadedModel, ensembles
+from p2gmed.inference.naming import NAMINGS, SEG
 from p2gmed.inference.postprocess import keep_largest_component
 from p2gmed.inference.sliding import sliding_predict
-from p2gmed.io import atomic_path
-from p2gmed.inference.naming import NAMINGS, SEG, case_name_from_inputs, output_name
 from p2gmed.modalities import canonical
+
+__all__ = ["NAMINGS", "SEG", "PredictOptions", "Prediction", "check_inputs", "predict_subsets", "predict_volumes"]
 
 log = logging.getLogger(__name__)
 
@@ -116,40 +110,20 @@ def check_inputs(models: list[LoadedModel], inputs: dict) -> tuple[dict, list[st
     return given, written
 
 
-def expected_files(models: list[LoadedModel], written: list[str], case: str, naming: str = "p2g") -> list[str]:
-    """Every file `predict_case` writes for a case: images, segmentation, then the sidecar `<case>.json`."""
-    names = [output_name(case, m, naming) for m in written]
-    if any(m.segments for m in models):
-        names.append(output_name(case, SEG, naming))
-    return [*names, f"{case}.json"]
+def _predictor(model: LoadedModel, rows: torch.Tensor, tta: bool):
+    """The network on one batch of windows, (b, M, *roi) -> (b, K*C, *roi): the K subsets' outputs (`rows`, (K, M)
+    bool) side by side as channels, so that one sliding window stitches them all; with `tta` the mean over the 8
+    mirrorings (flipped back)."""
 
-
-def _check_request(
-    models: list[LoadedModel], inputs: dict[str, Path], out_dir: Path, case: str, naming: str = "p2g"
-) -> tuple[dict[str, Path], list[str]]:
-    """Validate names and paths; return canonical inputs and the modalities to write, in a stable order."""
-    if not case or any(ch in case for ch in "/\\") or case in (".", ".."):
-        raise InputError(f"case name '{case}' is not a plain file-name stem")
-    given, written = check_inputs(models, inputs)
-    given = {m: Path(p) for m, p in given.items()}
-    targets = [out_dir / name for name in expected_files(models, written, case, naming)]
-    for target in targets:
-        for path in given.values():
-            if target.resolve() == path.resolve() or (target.exists() and path.exists() and target.samefile(path)):
-                raise InputError(f"output {target} would overwrite the input file {path}; choose another --out")
-    return given, written
-
-
-def _predictor(model: LoadedModel, mask: torch.Tensor, tta: bool):
-    """The network on one batch of windows; with `tta` the mean over the 8 mirrorings (flipped back)."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return model.model.forward_subsets(x, rows).flatten(1, 2)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         if not tta:
-            return model.model.forward_subset(x, mask)
+            return forward(x)
         total = None
         for axes in MIRROR_AXES:
-            xi = torch.flip(x, axes) if axes else x
-            out = model.model.forward_subset(xi, mask)
+            out = forward(torch.flip(x, axes) if axes else x)
             out = torch.flip(out, axes) if axes else out
             total = out if total is None else total + out
         return total / len(MIRROR_AXES)
@@ -161,27 +135,31 @@ def _run_model(
     model: LoadedModel,
     arrays: dict[str, np.ndarray],
     grid: WorkingGrid,
+    subsets: list[tuple[str, ...]],
     options: PredictOptions,
     device: torch.device,
 ) -> tuple[np.ndarray, dict[str, NormStats]]:
-    """Normalise the model's given modalities on its working grid and predict the whole volume.
+    """Normalise the given modalities on the model's working grid once and predict every subset in one pass.
+
+    Args:
+        arrays: canonical modality -> native array; every modality of `subsets` is there.
+        subsets: K subsets; each shares at least one modality with the model.
 
     Returns:
-        (output, stats): (C, D, H, W) float32 model output on the working grid; per given modality the
-        normalisation statistics (for the inverse).
+        (outputs, stats): (K, C, D, H, W) float32 model outputs on the working grid, subset k in [k]; per given
+        modality of the model the normalisation statistics (for the inverse).
     """
     modalities = model.modalities
     image = np.zeros((len(modalities), *grid.shape), dtype=np.float32)  # (M, D, H, W), missing stay zero
-    available = torch.zeros(len(modalities), dtype=torch.bool)
     stats: dict[str, NormStats] = {}
     for i, modality in enumerate(modalities):
         if modality in arrays:
             working = grid.to_working(arrays[modality])
             image[i], stats[modality] = intensity.normalize(working, modality, model.cfg.data)
-            available[i] = True
+    rows = torch.tensor([[m in subset for m in modalities] for subset in subsets], dtype=torch.bool)
     settings = options.resolved(model)
     output = sliding_predict(
-        _predictor(model, available.to(device), options.tta),
+        _predictor(model, rows.to(device), options.tta),
         torch.from_numpy(image)[None],
         model.cfg.data.roi_size,
         overlap=settings["overlap"],
@@ -189,10 +167,10 @@ def _run_model(
         mode=settings["mode"],
         device=device,
         stitch=settings["stitch"],
-        out_channels=model.out_channels,
+        out_channels=len(subsets) * model.out_channels,
         progress=options.progress,
     )
-    return output[0].float().cpu().numpy(), stats
+    return output[0].float().cpu().numpy().reshape(len(subsets), model.out_channels, *output.shape[2:]), stats
 
 
 def _native_output(model: LoadedModel, output: np.ndarray, grid: WorkingGrid) -> np.ndarray:
@@ -217,10 +195,111 @@ class Prediction:
         grids: per model, its working grid (JSON-ready).
     """
 
-    images: dict[str, nib.Nifti1Image]
-    sources: dict[str, str]
-    units: dict[str, dict]
-    grids: list[dict]
+    images: dict[str, nib.Nifti1Image] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    units: dict[str, dict] = field(default_factory=dict)
+    grids: list[dict] = field(default_factory=list)
+
+
+def _add_outputs(
+    model: LoadedModel,
+    mean: np.ndarray,
+    arrays: dict[str, np.ndarray],
+    stats: dict[str, NormStats],
+    geometry: NativeGeometry,
+    options: PredictOptions,
+    prediction: Prediction,
+) -> None:
+    """Turn one ensemble's mean output (C, X, Y, Z) for one subset into images; `arrays` and `stats` hold only that
+    subset's modalities, which decide the foreground, the intensity scale and what is given."""
+    if model.segments:
+        classes = torch.from_numpy(mean.argmax(0))
+        labels = classes_to_labels(classes, model.labels).numpy().astype(np.uint8)
+        # nothing is segmented outside the patient (brain / body), whatever the network says there
+        labels[~subject_foreground(arrays, model.cfg.data.body_hu)] = 0
+        if model.cfg.inference.keep_largest_component:
+            labels = keep_largest_component(labels)
+        prediction.images[SEG] = native_image(labels, geometry, np.uint8, f"p2gmed segmentation ({model.labels})")
+        prediction.sources[SEG] = "segmented"
+        return
+    mask = intensity.foreground(arrays)
+    for i, modality in enumerate(model.modalities):
+        if modality in arrays and not options.reconstruct_given:
+            continue
+        norm = intensity.output_stats(modality, stats, model.cfg.data)
+        volume = intensity.to_native_units(mean[i], modality, norm, mask)
+        kind = "reconstructed" if modality in arrays else "synthesized"
+        prediction.images[modality] = native_image(volume, geometry, np.float32, f"p2gmed {kind} {modality}")
+        prediction.sources[modality] = kind
+        prediction.units[modality] = norm.to_dict()
+
+
+def predict_subsets(
+    models: list[LoadedModel],
+    arrays: dict[str, np.ndarray],
+    geometry: NativeGeometry | Sequence[NativeGeometry],
+    subsets: Sequence[Collection[str]],
+    options: PredictOptions | None = None,
+    device: str | torch.device = "cpu",
+) -> list[Prediction]:
+    """Predict one case from each of several subsets of its modalities, with one sliding window per model.
+
+    The given modalities are normalised once and every window is encoded once per modality
+    (`forward_subsets`); prediction k is what `predict_volumes` gives from `{m: arrays[m] for m in subsets[k]}`.
+    The stitched outputs of all subsets are held at once (K times the memory of one subset).
+
+    Args:
+        models: checked with `check_models`; models of one kind are averaged (ensemble).
+        arrays: canonical modality -> float32 (X, Y, Z) in the native voxel order (`geometry.load_case`).
+        geometry: the arrays' common native geometry; or one per subset (the affine and header its images carry,
+            e.g. those of its first modality; the first one is the grid computed on).
+        subsets: K non-empty collections of modalities of `arrays`.
+        options: sliding-window, resampling, mirroring and output settings.
+        device: compute device.
+
+    Returns:
+        K predictions, in the order of `subsets`.
+
+    Raises:
+        InputError: a subset that is empty or names a modality missing from `arrays`.
+    """
+    options = options or PredictOptions()
+    device = torch.device(device)
+    subsets = [tuple(s) for s in subsets]
+    for subset in subsets:
+        if not subset or not set(subset) <= set(arrays):
+            raise InputError(f"the subset '{'+'.join(subset)}' is not a non-empty subset of the given modalities "
+                             f"({', '.join(arrays)})")
+    geometries = list(geometry) if isinstance(geometry, Sequence) else [geometry] * len(subsets)
+    if len(geometries) != len(subsets):
+        raise ValueError(f"{len(geometries)} geometries for {len(subsets)} subsets")
+    predictions = [Prediction() for _ in subsets]
+    for group in ensembles(models):
+        first = group[0]
+        grouped = [WorkingGrid(geometries[0], m.spacing if options.resample else None) for m in group]
+        for prediction in predictions:
+            prediction.grids.extend(g.describe() for g in grouped)
+        # a subset that gives every modality of a synthesis model has nothing to synthesize (they are copied)
+        copied = first.synthesizes and not options.reconstruct_given
+        needed = [k for k, s in enumerate(subsets) if not (copied and set(first.modalities) <= set(s))]
+        if not needed:
+            continue
+        chosen = [subsets[k] for k in needed]
+        used = {m: a for m, a in arrays.items() if any(m in s for s in chosen)}
+        totals: list = [None] * len(chosen)
+        stats: dict[str, NormStats] = {}
+        for model, grid in zip(group, grouped):
+            outputs, model_stats = _run_model(model, used, grid, chosen, options, device)
+            for j, output in enumerate(outputs):
+                native = _native_output(model, output, grid)
+                totals[j] = native if totals[j] is None else totals[j] + native
+            stats = stats or model_stats
+        for j, k in enumerate(needed):
+            own = {m: arrays[m] for m in subsets[k]}
+            mean = totals[j] / len(group)  # (C, X, Y, Z): the ensemble average
+            _add_outputs(first, mean, own, {m: s for m, s in stats.items() if m in own}, geometries[k], options,
+                         predictions[k])
+    return predictions
 
 
 def predict_volumes(
@@ -243,158 +322,6 @@ def predict_volumes(
         the synthesized (or reconstructed) modalities and the segmentation; given modalities that are copied
         through are not part of it.
     """
-    options = options or PredictOptions()
-    device = torch.device(device)
-    images: dict[str, nib.Nifti1Image] = {}
-    sources: dict[str, str] = {}
-    units: dict[str, dict] = {}
-    grids: list[dict] = []
-    for group in ensembles(models):
-        first = group[0]
-        grouped = [WorkingGrid(geometry, m.spacing if options.resample else None) for m in group]
-        grids.extend(g.describe() for g in grouped)
-        if first.synthesizes and not options.reconstruct_given and set(first.modalities) <= set(arrays):
-            continue  # every modality is given and copied: nothing to synthesize
-        total, stats = None, {}
-        for model, grid in zip(group, grouped):
-            own = {m: a for m, a in arrays.items() if m in model.modalities}
-            output, model_stats = _run_model(model, own, grid, options, device)
-            native = _native_output(model, output, grid)
-            total = native if total is None else total + native
-            stats = stats or model_stats
-        mean = total / len(group)  # (C, X, Y, Z): the ensemble average
-        if first.segments:
-            classes = torch.from_numpy(mean.argmax(0))
-            labels = classes_to_labels(classes, first.labels).numpy().astype(np.uint8)
-            # nothing is segmented outside the patient (brain / body), whatever the network says there
-            labels[~subject_foreground(arrays, first.cfg.data.body_hu)] = 0
-            if first.cfg.inference.keep_largest_component:
-                labels = keep_largest_component(labels)
-            images[SEG] = native_image(labels, geometry, np.uint8, f"p2gmed segmentation ({first.labels})")
-            sources[SEG] = "segmented"
-            continue
-        mask = intensity.foreground(arrays)
-        for i, modality in enumerate(first.modalities):
-            if modality in arrays and not options.reconstruct_given:
-                continue
-            norm = intensity.output_stats(modality, stats, first.cfg.data)
-            volume = intensity.to_native_units(mean[i], modality, norm, mask)
-            kind = "reconstructed" if modality in arrays else "synthesized"
-            images[modality] = native_image(volume, geometry, np.float32, f"p2gmed {kind} {modality}")
-            sources[modality] = kind
-            units[modality] = norm.to_dict()
-    return Prediction(images, sources, units, grids)
+    return predict_subsets(models, arrays, geometry, [tuple(arrays)], options, device)[0]
 
 
-def _peak_memory(device: torch.device) -> dict[str, float]:
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    peak = {"peak_host_rss_mib": round(rss_kib / 1024, 1)}
-    if device.type == "cuda":
-        peak["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return peak
-
-
-def predict_case(
-    models: list[LoadedModel],
-    inputs: dict[str, Path],
-    out_dir: str | Path,
-    case: str | None = None,
-    options: PredictOptions | None = None,
-    device: str | torch.device = "cpu",
-) -> dict[str, Any]:
-    """Predict every modality the models know, and the segmentation, for one case, into files.
-
-    Args:
-        models: synthesis-capable models (task synthesis or pretrain), segmentation models, or both; several of
-            one kind are averaged.
-        inputs: modality name (any accepted spelling) -> NIfTI file; any non-empty subset.
-        out_dir: output folder (created).
-        case: output file stem; default derived from the first input's file name.
-        options: sliding-window, resampling, mirroring, naming and output settings.
-        device: compute device of the models.
-
-    Returns:
-        The sidecar dict, also written to `<out_dir>/<case>.json`.
-
-    Raises:
-        InputError: unknown modality, geometry mismatch (naming both files), unreadable or NaN input, an output that
-            would overwrite an input, an unusable model combination. Nothing is written then.
-    """
-    start = time.perf_counter()
-    options = options or PredictOptions()
-    device = torch.device(device)
-    out_dir = Path(out_dir)
-    check_models(models)
-    case = case or case_name_from_inputs(inputs)
-    given, written = _check_request(models, inputs, out_dir, case, options.naming)
-    arrays, geometry = load_case(given)
-    prediction = predict_volumes(models, arrays, geometry, options, device)
-    images: dict[str, nib.Nifti1Image | Path] = dict(prediction.images)  # or a file to copy through
-    sources = dict(prediction.sources)
-    for modality in written:
-        if modality not in images:
-            images[modality] = given[modality]
-            sources[modality] = "given"
-    sidecar = _sidecar(case, given, written, sources, prediction, models, options, device, geometry)
-    sidecar["runtime"] = {"seconds": round(time.perf_counter() - start, 3), **_peak_memory(device)}
-    _write_all(images, sidecar, out_dir, case, options.naming)
-    return sidecar
-
-
-def _sidecar(case, given, written, sources, prediction, models, options, device, geometry) -> dict[str, Any]:
-    from p2gmed.train.checkpoint import versions
-
-    naming = options.naming
-    outputs: dict[str, dict] = {m: {"file": output_name(case, m, naming), "source": sources[m]} for m in written}
-    for modality, stats in prediction.units.items():
-        outputs[modality]["intensity"] = stats
-    if SEG in sources:
-        seg_model = next(m for m in models if m.segments)
-        outputs[SEG] = {"file": output_name(case, SEG, naming), "source": "segmented", "labels": seg_model.labels}
-    return {
-        "case": case,
-        "inputs": {m: str(p) for m, p in given.items()},
-        "given": list(given),
-        "synthesized": [m for m in written if sources[m] == "synthesized"],
-        "outputs": outputs,
-        "given_outputs": "reconstructed by the model" if options.reconstruct_given else "copied from the inputs",
-        "models": [
-            {**m.describe(), "working_grid": g, "inference": options.resolved(m)}
-            for m, g in zip([m for group in ensembles(models) for m in group], prediction.grids)
-        ],
-        "ensembles": {
-            ("segmentation" if group[0].segments else "synthesis"): len(group) for group in ensembles(models)
-        },
-        "resampling": "to each model's training spacing and back" if options.resample else "off (native grid)",
-        "device": str(device),
-        "geometry": {
-            "reference": str(geometry.reference),
-            "shape": list(geometry.shape),
-            "affine": np.round(geometry.affine, 6).tolist(),
-            "orientation": geometry.axcodes,
-            "spacing": [round(v, 6) for v in geometry.zooms],
-        },
-        "intensity": intensity.DESCRIPTION,
-        "versions": versions(),
-    }
-
-
-def _write_all(
-    images: dict[str, nib.Nifti1Image | Path], sidecar: dict, out_dir: Path, case: str, naming: str = "p2g"
-) -> None:
-    """Write every output to a temporary file first; rename them all only when every write succeeded.
-
-    The sidecar is entered first, so it is renamed last: a sidecar on disk means every output is there.
-    """
-    with contextlib.ExitStack() as stack:
-        sidecar_tmp = stack.enter_context(atomic_path(out_dir / f"{case}.json"))
-        for key, item in images.items():
-            tmp = stack.enter_context(atomic_path(out_dir / output_name(case, key, naming)))
-            if isinstance(item, Path) and item.name.endswith(".nii.gz"):
-                shutil.copyfile(item, tmp)  # byte-identical copy of a given modality
-            elif isinstance(item, Path):
-                source = nib.load(str(item))
-                nib.save(nib.Nifti1Image(np.asanyarray(source.dataobj), source.affine, source.header), tmp)
-            else:
-                nib.save(item, tmp)
-        sidecar_tmp.write_text(json.dumps(sidecar, indent=2) + "\n")

@@ -68,6 +68,19 @@ class MonaiBaseline(nn.Module):
         """
         return self.backbone(mask_missing(image, available))
 
+    def forward_subsets(self, image: torch.Tensor, subsets: torch.Tensor) -> torch.Tensor:
+        """One forward pass per subset (the stacked input mixes the modalities, so nothing is shared).
+
+        Args:
+            image: (B, M, D, H, W) normalised modalities.
+            subsets: (K, M) bool.
+
+        Returns:
+            (B, K, out_channels, D, H, W).
+        """
+        rows = torch.as_tensor(subsets, dtype=torch.bool)
+        return torch.stack([self.forward_subset(image, row) for row in rows], dim=1)
+
 
 def mask_missing(image: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
     """Zero the channels of missing modalities: image (B, M, D, H, W), available (M,) or (B, M) bool -> same

@@ -157,27 +157,59 @@ class P2GNet(nn.Module):
             ValueError: wrong shapes or an empty subset.
         """
         available = torch.as_tensor(available, dtype=torch.bool).reshape(-1)
-        if image.ndim != 5 or image.shape[1] != self.in_channels or available.numel() != self.in_channels:
+        if available.numel() != self.in_channels:
             raise ValueError(
                 f"expected image (B, {self.in_channels}, D, H, W) and available ({self.in_channels},), "
                 f"got {tuple(image.shape)} and {tuple(available.shape)}"
             )
-        indices = available.nonzero().flatten().tolist()
-        if not indices:
+        if not available.any():
             raise ValueError("forward_subset needs at least one available modality")
-        fused_sum: Tensor | None = None
+        return self.forward_subsets(image, available[None])[:, 0]
+
+    def forward_subsets(self, image: Tensor, subsets: Tensor) -> Tensor:
+        """Predict every output from each of K subsets of the modalities, encoding every modality once.
+
+        The encodings of a modality do not depend on the subset it is part of, so each modality that any subset
+        uses is encoded (and fused with the prior) once; then, per subset, X' is averaged and the skips combined
+        over that subset exactly as `forward_subset` does, and decoded.
+
+        Args:
+            image: (B, M, D, H, W); channels no subset uses are ignored.
+            subsets: (K, M) bool, at least one True per row.
+
+        Returns:
+            (B, K, out_channels, D, H, W); [:, k] equals `forward_subset(image, subsets[k])`.
+
+        Raises:
+            ValueError: wrong shapes or an empty subset.
+        """
+        subsets = torch.as_tensor(subsets, dtype=torch.bool)
+        if image.ndim != 5 or image.shape[1] != self.in_channels or subsets.ndim != 2 \
+                or subsets.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected image (B, {self.in_channels}, D, H, W) and subsets (K, {self.in_channels}), "
+                f"got {tuple(image.shape)} and {tuple(subsets.shape)}"
+            )
+        if not subsets.any(1).all():
+            raise ValueError("forward_subsets needs at least one available modality in every subset")
+        fused: dict[int, Tensor] = {}
         stages: list[list[Tensor | None]] = [[None] * self.in_channels for _ in range(4)]
-        for m in indices:
+        for m in subsets.any(0).nonzero().flatten().tolist():
             x = image[:, m : m + 1].expand(-1, self.in_channels, -1, -1, -1)
             z, skips = self.encode(x)
-            fused = self.fuse(z)
-            fused_sum = fused if fused_sum is None else fused_sum + fused
+            fused[m] = self.fuse(z)
             for stage, feature in zip(stages, skips[1:], strict=True):
                 stage[m] = feature
-        assert fused_sum is not None
-        mask = available.to(image.device).expand(image.shape[0], -1)
-        skips = self.subset_fusion(image, mask, [stack_modalities(s) for s in stages])
-        return self.decode(fused_sum / len(indices), skips)
+        stacks = [stack_modalities(s) for s in stages]  # modalities outside a subset are masked out below
+        outputs = []
+        for row in subsets:
+            indices = row.nonzero().flatten().tolist()
+            total = fused[indices[0]]
+            for m in indices[1:]:
+                total = total + fused[m]
+            mask = row.to(image.device).expand(image.shape[0], -1)
+            outputs.append(self.decode(total / len(indices), self.subset_fusion(image, mask, stacks)))
+        return torch.stack(outputs, dim=1)
 
 
 def stack_modalities(features: list[Tensor | None]) -> Tensor:

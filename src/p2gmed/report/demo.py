@@ -7,7 +7,7 @@ Stages (each an ordinary `p2g` command line, run in this process; see `report.st
 3. synthesis   Algorithm 2, synthesis, from the pre-trained checkpoint
 4. segmentation  Algorithm 2, segmentation, from the pre-trained checkpoint
 5. baseline    (full demo only) stock SwinUNETR segmentation from scratch, the Table 3/10 comparison
-6. predict     every test subject from each of the 15 modality subsets (synthesis + segmentation models)
+6. predict     every test subject from each of the 15 modality subsets in one pass (synthesis + segmentation)
 7. baselines   trivial synthesis T1 -> T2 / FLAIR: the source copied; a per-subject linear fit (an oracle); and,
                as a reference, the best per-voxel map fitted on the subject (voxelmap oracle)
 8. evaluate    synthesis metrics (unit convention) of the model and the baselines, BraTS Dice per subset
@@ -163,7 +163,8 @@ def demo_steps(out: Path, settings: DemoSettings) -> list[Step]:
         steps.append(Step(f"predict-{folder.name}", f"{label}: test subjects from each of {len(settings.subsets)} "
                           "modality subsets",
                           expand=expand(folder, models), outputs=(folder,),
-                          template=f"p2g predict --model ... --out {folder}/from-<subset> --case <id> --input ..."))
+                          template=f"p2g predict --model ... --out {folder} --case <id> --input ... --subsets ..."
+                          "   # once per test subject, into from-<subset>/ folders"))
     baselines = preds / "baselines"
     steps.append(Step("baselines", "synthesis baselines T1 -> T2 / FLAIR: the source copied, a per-subject "
                       "linear intensity fit and a per-voxel lookup table (oracles)", action=lambda: write_synthesis_baselines(test, baselines),

@@ -41,7 +41,9 @@ def configs_dir() -> Path:
 
 def subset_name(modalities: tuple[str, ...] | list[str], order: tuple[str, ...]) -> str:
     """Folder name of a source subset as `p2g evaluate` expects it: `from-t1n+t2f` (model modality order)."""
-    return "from-" + "+".join(m for m in order if m in modalities)
+    from p2gmed.inference.naming import subset_folder
+
+    return subset_folder(modalities, order)
 
 
 def parse_source(text: str) -> frozenset[str]:
@@ -87,27 +89,31 @@ def predict_commands(
     models: list[Path], subjects: list, subsets: list[tuple[str, ...]], order: tuple[str, ...], out: Path,
     reconstruct: bool = False,
 ) -> list[list[str]]:
-    """One `p2g predict` per (test subject, source subset): `out/from-<subset>/<case>_*.nii.gz`.
+    """One `p2g predict --subsets` per test subject, predicting every source subset in one pass:
+    `out/from-<subset>/<case>_*.nii.gz`.
 
     The case name is given explicitly (`--case`): AutoPET/NAC file names (CTres.nii.gz) do not carry it.
     `reconstruct` writes the model's reconstruction of the given modalities (the paper's T1 -> T1 entries)
     instead of copies of the inputs.
     """
+    # the inputs in the models' order, so that the one-pass folders are named as `subset_name` names them
+    named = [m for s in subsets for m in s]
+    used = list(dict.fromkeys([*(m for m in order if m in named), *named]))
     commands = []
-    for subset in subsets:
-        folder = out / subset_name(subset, order)
-        for subject in subjects:
+    for subject in subjects:
+        for subset in subsets:
             missing = [m for m in subset if m not in subject.images]
             if missing:
                 raise InputError(f"test subject {subject.subject_id} lacks {', '.join(missing)} needed for {subset}")
-            argv = ["predict"]
-            for model in models:
-                argv += ["--model", str(model)]
-            argv += ["--out", str(folder), "--case", subject.subject_id]
-            argv += ["--input", *(f"{m}={subject.images[m]}" for m in subset)]
-            if reconstruct:
-                argv.append("--reconstruct-given")
-            commands.append(argv)
+        argv = ["predict"]
+        for model in models:
+            argv += ["--model", str(model)]
+        argv += ["--out", str(out), "--case", subject.subject_id]
+        argv += ["--input", *(f"{m}={subject.images[m]}" for m in used)]
+        argv += ["--subsets", *("+".join(subset) for subset in subsets)]
+        if reconstruct:
+            argv.append("--reconstruct-given")
+        commands.append(argv)
     return commands
 
 

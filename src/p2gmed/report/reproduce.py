@@ -185,8 +185,8 @@ class _Planner:
                                     self.modalities, pred, reconstruct=reconstruct)
 
         models = " ".join(f"--model {checkpoint_of(r)}" for r in runs)
-        template = (f"p2g predict {models} --out {pred}/from-<subset> --case <id> --input <modality>=<file> ..."
-                    f"   # for each test subject and each of the {len(subsets)} source subsets")
+        template = (f"p2g predict {models} --out {pred} --case <id> --input <modality>=<file> ... --subsets ..."
+                    f"   # for each test subject, its {len(subsets)} source subsets in one pass into from-<subset>/")
         self.steps.append(Step(f"predict-{slug}", f"predictions of {label}", expand=expand, template=template,
                                outputs=(pred,)))
         ref = self.test_data or self.data
