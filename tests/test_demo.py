@@ -103,9 +103,9 @@ def test_quick_and_full_demo_plans(tmp_path):
     tune = next(s for s in q if s.name == "synthesis").commands[0]
     assert tune[tune.index("--init") + 1] == str(tmp_path / "runs" / "pretrain" / "checkpoints" / "last.pt")
     evaluate = next(s for s in f if s.name == "evaluate").commands
-    assert [c[1] for c in evaluate] == ["synthesis", "synthesis", "synthesis", "brats", "brats"]
-    assert [c[c.index("--out") + 1].rsplit("/", 1)[1] for c in evaluate[:3]] == [
-        "synthesis.csv", "synthesis-copy.csv", "synthesis-linear.csv"]
+    assert [c[1] for c in evaluate] == ["synthesis"] * 4 + ["brats", "brats"]
+    assert [c[c.index("--out") + 1].rsplit("/", 1)[1] for c in evaluate[:4]] == [
+        "synthesis.csv", "synthesis-copy.csv", "synthesis-linear.csv", "synthesis-voxelmap.csv"]
     assert evaluate[0][evaluate[0].index("--convention") + 1] == "unit"
 
 
