@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 import math
 import statistics
@@ -383,6 +385,26 @@ def test_table6_shows_the_average_next_to_the_papers(tmp_path):
     assert float(avg["psnr"]["measured"]) == pytest.approx(30.0)
     assert float(avg["ssim"]["paper"]) == pytest.approx(0.8227, abs=1e-4)  # the paper's own Avg. column
     assert float(avg["psnr"]["paper"]) == pytest.approx(36.1578, abs=1e-4)
+
+
+def test_table4_average_rows_follow_the_papers_row_order_in_every_process(tmp_path):
+    """The Avg. rows were built by iterating a set of strings, whose order changes with Python's hash seed."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys; from pathlib import Path; from p2gmed.report import reproduce as rp, comparison\n"
+        "plan = rp.build_plan('table4', Path(sys.argv[1]) / 'd', Path(sys.argv[1]))\n"
+        "rows = comparison.comparison(plan, {})\n"
+        "print('|'.join(r['method'] for r in rows if r['setting'] == 'Avg.' and r['metric'] == 'ssim'))\n"
+    )
+    orders = {
+        subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout.strip().splitlines()[-1]
+        for seed in (1, 2, 3)
+    }
+    plan = rp.build_plan("table4", tmp_path / "d", tmp_path)
+    assert orders == {"|".join(m.label for m in plan.methods)}
 
 
 @pytest.mark.parametrize("table", ["table2", "table3", "table7"])

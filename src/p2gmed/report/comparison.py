@@ -62,7 +62,7 @@ def measured_rows(plan: TablePlan, seed: int | None = None) -> dict[tuple[str, s
                 out[(method.label, "PET + CT", metric)] = summary[metric]
     if plan.kind == "synthesis" and table_no in (4, 6):  # the paper's "Avg." column, over the pairs it reports
         reported = {s for _, s, _ in PAPER[plan.table]} - {"Avg."}  # Table 6: not the identity NAC -> NAC
-        for label in {k[0] for k in out}:
+        for label in dict.fromkeys(k[0] for k in out):  # insertion order: the same table on every run
             for metric in ("psnr", "ssim"):
                 vals = [v for (m, s, mt), v in out.items()
                         if m == label and mt == metric and s in reported and math.isfinite(v)]
@@ -81,7 +81,7 @@ def comparison(plan: TablePlan, measured: dict[tuple[str, str, str], float],
     spread = spread or {}
     paper = dict(PAPER[plan.table])
     if plan.table in ("table4", "table6"):  # the paper's "Avg." column: the mean of the pairs it reports
-        for label, metric in {(m, mt) for m, _, mt in paper}:
+        for label, metric in dict.fromkeys((m, mt) for m, _, mt in paper):  # the paper's row order
             values = [v for (m, s, mt), v in PAPER[plan.table].items() if m == label and mt == metric]
             paper[(label, "Avg.", metric)] = sum(values) / len(values)
     settings_of_paper = {k[1] for k in paper}
