@@ -510,3 +510,20 @@ def test_decomposition_figure_shows_the_given_modality_and_every_decoded_one(tin
     given = np.asarray(figure.axes[0].images[0].get_array())
     assert np.allclose(decoded, given * 0.5)
     plt.close(figure)
+
+
+def test_synthesis_ssim_weight_adds_the_term_and_zero_removes_it(tiny_cfg):
+    """loss.ssim (not in the paper, docs/method.md): a positive weight adds 1 - SSIM to the MSE, 0 removes it."""
+    batch = _batch(n=2, labels=False)
+    results = {}
+    for weight in (0.0, 0.5):
+        tiny_cfg.loss.ssim = weight
+        torch.manual_seed(0)
+        task = SynthesisTask(build_model(tiny_cfg, 4), tiny_cfg, "p2g")
+        results[weight] = run_step(task, batch, torch.Generator().manual_seed(2))
+    assert "ssim" not in results[0.0] and set(results[0.5]) == {"mse", "ssim", "invariance", "loss"}
+    assert results[0.5]["mse"] == pytest.approx(results[0.0]["mse"], rel=1e-5)
+    with_term = results[0.5]
+    assert with_term["loss"] == pytest.approx(with_term["mse"] + 0.5 * with_term["ssim"] + with_term["invariance"],
+                                              rel=1e-5)
+    assert 0.0 < with_term["ssim"] <= 2.0

@@ -183,3 +183,65 @@ def test_weighted_total_hand_worked_and_every_term_needs_a_weight():
     assert float(weighted_total({}, {"a": 1.0})) == 0.0
     with pytest.raises(KeyError):
         weighted_total({"c": torch.tensor(1.0)}, {"a": 1.0})
+
+
+# --- the optional SSIM term of synthesis tuning (losses/structural.py) ---------------------------------------------
+
+
+def _monai_reference(prediction, target, available):
+    """MONAI's dense-kernel SSIMLoss on the same per-(crop, modality) [0, 1] mapping: an independent value."""
+    from monai.losses import SSIMLoss
+
+    keep = available.flatten()
+    pred, ref = prediction.flatten(0, 1)[keep], target.flatten(0, 1)[keep]
+    low = ref.flatten(1).amin(1).view(-1, 1, 1, 1)
+    span = ref.flatten(1).amax(1).view(-1, 1, 1, 1) - low
+    loss = SSIMLoss(spatial_dims=3, data_range=1.0, reduction="none")
+    return loss(((pred - low) / span).unsqueeze(1), ((ref - low) / span).unsqueeze(1)).mean()
+
+
+def test_separable_ssim_term_equals_monai_and_ignores_missing_modalities():
+    from p2gmed.losses import StructuralSimilarityLoss
+
+    gen = torch.Generator().manual_seed(3)
+    target = torch.randn(2, 4, 16, 20, 24, generator=gen).cumsum(-1)  # smooth-ish structure
+    prediction = target + 0.5 * torch.randn(target.shape, generator=gen)
+    available = torch.tensor([[True, True, False, True], [False, True, True, True]])
+    ours = StructuralSimilarityLoss()(prediction, target, available)
+    torch.testing.assert_close(ours, _monai_reference(prediction, target, available), rtol=1e-4, atol=1e-5)
+    poisoned = target.clone()
+    poisoned[0, 2] = float("nan")  # a missing channel may hold anything
+    poisoned_pred = prediction.clone()
+    poisoned_pred[1, 0] = float("inf")
+    torch.testing.assert_close(StructuralSimilarityLoss()(poisoned_pred, poisoned, available), ours)
+    assert 0.0 < float(ours) < 1.0
+
+
+def test_ssim_term_is_zero_for_a_perfect_prediction_and_grows_with_blur():
+    from p2gmed.losses import StructuralSimilarityLoss
+
+    gen = torch.Generator().manual_seed(4)
+    target = torch.rand(1, 2, 16, 16, 16, generator=gen)
+    available = torch.ones(1, 2, dtype=torch.bool)
+    loss = StructuralSimilarityLoss()
+    assert float(loss(target, target, available)) == pytest.approx(0.0, abs=1e-6)
+    blurred = torch.nn.functional.avg_pool3d(target[0], 3, stride=1, padding=1, count_include_pad=False)[None]
+    more = torch.nn.functional.avg_pool3d(blurred[0], 5, stride=1, padding=2, count_include_pad=False)[None]
+    assert 0.0 < float(loss(blurred, target, available)) < float(loss(more, target, available))
+
+
+def test_ssim_term_reaches_the_prediction_and_skips_constant_targets():
+    from p2gmed.losses import StructuralSimilarityLoss
+
+    target = torch.zeros(1, 2, 12, 12, 12)
+    target[0, 1, 4:8] = 1.0
+    prediction = torch.rand(1, 2, 12, 12, 12, requires_grad=True)
+    available = torch.ones(1, 2, dtype=torch.bool)
+    loss = StructuralSimilarityLoss()(prediction, target, available)
+    loss.backward()
+    assert prediction.grad[0, 0].abs().sum() == 0  # the constant target channel carries no structure
+    assert prediction.grad[0, 1].abs().sum() > 0
+    nothing = StructuralSimilarityLoss()(prediction, torch.zeros_like(target), available)
+    assert float(nothing.detach()) == 0.0 and nothing.requires_grad
+    with pytest.raises(ValueError, match="at least 11"):
+        StructuralSimilarityLoss()(prediction[..., :8], target[..., :8], available)

@@ -140,6 +140,8 @@ class LossConfig:
     mse: float = 1.0
     """Synthesis task loss weight (MSE, or L1 with synthesis_loss: l1)."""
     synthesis_loss: Literal["mse", "l1"] = "mse"
+    ssim: float = 0.0
+    """Synthesis tuning: weight of 1 - SSIM per decoded modality (not in the paper; 0 removes it, docs/method.md)."""
     dice: float = 1.0
     ce: float = 1.0
     """Weighted cross-entropy weight (mmFormer/M2FTrans: class weight 1 - class voxel fraction)."""
@@ -258,7 +260,7 @@ class Config:
             raise InputError(f"data.bias_field_coeff must lie in [0, 1], got {self.data.bias_field_coeff}")
         if self.train.batch_size < 1 or self.data.crops_per_subject < 1:
             raise InputError("train.batch_size and data.crops_per_subject must be at least 1")
-        for name in ("contrast", "equivariance", "invariance", "decomposition", "mse", "dice", "ce"):
+        for name in ("contrast", "equivariance", "invariance", "decomposition", "mse", "ssim", "dice", "ce"):
             if getattr(self.loss, name) < 0:
                 raise InputError(f"loss.{name} must be >= 0, got {getattr(self.loss, name)}")
         for name in ("sources", "targets"):

@@ -5,6 +5,7 @@ from p2gmed.losses.decomposition import DecompositionLoss, masked_mean_error
 from p2gmed.losses.equivariance import RotationLoss
 from p2gmed.losses.invariance import InvarianceLoss, RunningAnchor
 from p2gmed.losses.objective import PRETRAIN_TERMS, weighted_total
+from p2gmed.losses.structural import StructuralSimilarityLoss
 
 __all__ = [
     "PRETRAIN_TERMS",
@@ -13,6 +14,7 @@ __all__ = [
     "InvarianceLoss",
     "RotationLoss",
     "RunningAnchor",
+    "StructuralSimilarityLoss",
     "masked_mean_error",
     "weighted_total",
 ]

@@ -38,6 +38,7 @@ from p2gmed.losses.decomposition import masked_mean_error
 from p2gmed.losses.invariance import InvarianceLoss, RunningAnchor
 from p2gmed.losses.objective import weighted_total
 from p2gmed.losses.segmentation import mmformer_dice, weighted_cross_entropy
+from p2gmed.losses.structural import StructuralSimilarityLoss
 from p2gmed.models.baselines import mask_missing
 from p2gmed.models.network import stack_modalities
 
@@ -216,20 +217,27 @@ class FinetuneTask(abc.ABC):
 
 
 class SynthesisTask(FinetuneTask):
-    """Any-subset synthesis: every modality from whichever subset was drawn (MSE or L1 + invariance)."""
+    """Any-subset synthesis: every modality from whichever subset was drawn (MSE or L1 [+ 1 - SSIM] + invariance)."""
+
+    def __init__(self, model: nn.Module, cfg: Config, architecture: str) -> None:
+        super().__init__(model, cfg, architecture)
+        self.structural = StructuralSimilarityLoss()
 
     def task_weights(self, cfg: Config) -> dict[str, float]:
-        return {cfg.loss.synthesis_loss: cfg.loss.mse}
+        return {cfg.loss.synthesis_loss: cfg.loss.mse, "ssim": cfg.loss.ssim}
 
     def task_terms(self, prediction: Tensor, batch: Mapping[str, Any], rows: Tensor) -> dict[str, Tensor]:
-        name = self.cfg.loss.synthesis_loss
-        if name not in self.weights:
-            return {}
         rows_dev = rows.to(prediction.device)
         target, foreground = batch["image"][rows_dev], batch["foreground"][rows_dev]
         targets = modality_mask(self.cfg, self.cfg.tune.targets)
         available = torch.as_tensor(batch["available"], dtype=torch.bool).cpu()[rows] & targets
-        return {name: masked_mean_error(prediction, target, available, foreground, kind=name)}
+        terms: dict[str, Tensor] = {}
+        name = self.cfg.loss.synthesis_loss
+        if name in self.weights:
+            terms[name] = masked_mean_error(prediction, target, available, foreground, kind=name)
+        if "ssim" in self.weights:
+            terms["ssim"] = self.structural(prediction, target, available)
+        return terms
 
 
 class SegmentationTask(FinetuneTask):
