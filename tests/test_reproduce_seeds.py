@@ -34,6 +34,23 @@ def test_every_configuration_runs_once_per_seed_with_its_own_train_seed(tmp_path
         rp.build_plan("table3", tmp_path / "d", tmp_path / "o3", seeds=0)
 
 
+@pytest.mark.parametrize("table", ["table3", "table7"])
+def test_each_seed_is_a_lane_whose_steps_depend_only_on_each_other(tmp_path, table):
+    """Seeds may run side by side (`execute(lanes=...)`): a seed's commands name only its own runs."""
+    one = rp.build_plan(table, tmp_path / "d", tmp_path / "o1")
+    assert all(s.lane == "" for s in one.steps)  # one seed: nothing to run beside it
+    plan = rp.build_plan(table, tmp_path / "d", tmp_path / "o2", seeds=3)
+    lanes = {s.name: s.lane for s in plan.steps}
+    assert lanes["split"] == lanes["table"] == "" and set(lanes.values()) == {"", "seed0", "seed1", "seed2"}
+    laned = [s for s in plan.steps if s.lane]
+    assert [s.lane for s in laned] == sorted(s.lane for s in laned)  # one contiguous block, seed after seed
+    for step in laned:
+        own = step.lane
+        text = " ".join(" ".join(c) for c in step.commands) + step.name + step.template
+        others = {f"-seed{k}" for k in range(3)} - {f"-{own}"}
+        assert not any(other + "/" in text or other + " " in text or text.endswith(other) for other in others), step.name
+
+
 def test_table_shows_mean_and_std_over_seeds_and_marks_paired_differences(tmp_path):
     plan = rp.build_plan("table2", tmp_path / "d", tmp_path, seeds=2)
     # Ours beats SwinUNETR on T1 -> T2 by 2 dB in every (seed, subject) pair; T2 -> FLAIR is a tie

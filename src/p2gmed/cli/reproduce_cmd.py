@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "table shows mean ± std and which differences exceed the spread (paired Wilcoxon test)")
     p.add_argument("--dry-run", action="store_true", help="print the plan's commands, run nothing")
     p.add_argument("--force", action="store_true", help="redo every step instead of skipping finished ones")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: every core this process may use)")
+    p.add_argument("--threads", type=int, help="CPU cores to use: torch threads, or with --seeds N the cores the "
+                   "seeds share when they run side by side (default: every core this process may use)")
     p.set_defaults(func=run)
 
 
@@ -55,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads or default_threads())
     reproduce(args.table, args.data, args.out, args.scale, pretrain_data=args.pretrain_data,
               test_data=args.test_data, max_steps=args.max_steps, dry_run=args.dry_run, force=args.force,
-              seeds=args.seeds)
+              seeds=args.seeds, threads=args.threads)
     return 0

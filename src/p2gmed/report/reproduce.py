@@ -231,7 +231,11 @@ def build_plan(
     p = _Planner(table, data, out, scale, pretrain_data, test_data, max_steps, modalities, seeds)
     for seed in range(seeds):
         p.seed = seed
+        first = len(p.steps)
         title, kind, builtin = _configurations(p, table_no, modalities, pretrain_data)
+        if seeds > 1:  # a seed's steps depend only on each other: seeds may run side by side (`execute(lanes=)`)
+            for step in p.steps[first:]:
+                step.lane = f"seed{seed}"
     plan = TablePlan(table, title, kind, builtin, modalities, p.steps, p.methods, p.out, seeds, scale)
     plan.steps.append(Step("table", f"{table}.md and {table}.csv next to the paper's numbers",
                            action=lambda: write_table(plan), outputs=(p.out / f"{table}.md", p.out / f"{table}.csv")))
@@ -295,9 +299,13 @@ def _configurations(p: _Planner, table_no: int, modalities: tuple[str, ...], pre
 def reproduce(
     table: str, data: str | Path, out: str | Path, scale: str = "tiny", *, pretrain_data=None, test_data=None,
     max_steps: int | None = None, dry_run: bool = False, force: bool = False, echo: Callable[[str], None] = print,
-    seeds: int = 1,
+    seeds: int = 1, threads: int | None = None,
 ) -> list[StepResult]:
-    """Build the plan of `table` and execute it (or print it with `dry_run`). See `build_plan`."""
+    """Build the plan of `table` and execute it (or print it with `dry_run`). See `build_plan`.
+
+    With several seeds on a CPU of two or more cores, the seeds run side by side, each on its share of the first
+    `threads` cores (default: all this process may use); on a GPU, one after the other.
+    """
     plan = build_plan(table, data, out, scale, pretrain_data=pretrain_data, test_data=test_data,
                       max_steps=max_steps, seeds=seeds)
     for path, what in ((data, "--data"), (pretrain_data, "--pretrain-data"), (test_data, "--test-data")):
@@ -305,4 +313,13 @@ def reproduce(
             raise InputError(f"{what} {path} does not exist")
     echo(f"# p2g reproduce {plan.table} ({plan.title}), scale {scale}, {seeds} seed(s): {len(plan.steps)} steps "
          f"into {plan.out}")
-    return execute(plan.steps, Path(out) / ".state", force=force, dry_run=dry_run, echo=echo)
+    lanes, cores = 1, None
+    if seeds > 1 and not dry_run:
+        import torch
+
+        from p2gmed.report.lanes import available_cores
+
+        cores = available_cores()[: threads or None]
+        lanes = 1 if torch.cuda.is_available() else min(seeds, len(cores))
+    return execute(plan.steps, Path(out) / ".state", force=force, dry_run=dry_run, echo=echo, lanes=lanes,
+                   cores=cores)
