@@ -120,6 +120,33 @@ def test_demo_configs_load_and_extend_tiny_cpu(tmp_path):
             assert cfg.model.feature_size == 12 and cfg.data.val_fraction == 0.0  # every subject trains
             if step.name == "baseline-swinunetr":
                 assert (cfg.tune.architecture, cfg.tune.init) == ("swinunetr", "scratch")
+            # the SSIM term (docs/method.md 5.11) is the demo's synthesis choice only
+            assert cfg.loss.ssim == (1.0 if step.name == "synthesis" else 0.0)
+
+
+def test_full_demo_runs_its_tunings_in_two_lanes_and_quick_in_one(tmp_path, monkeypatch):
+    steps = demo.demo_steps(tmp_path, demo.demo_settings(False))
+    lanes = [(s.name, s.lane) for s in steps]
+    # one contiguous block: synthesis on one side; segmentation, the baseline and its predictions on the other
+    assert lanes[2:6] == [("synthesis", "synthesis"), ("segmentation", "segmentation"),
+                          ("baseline-swinunetr", "segmentation"), ("predict-swinunetr", "segmentation")]
+    assert all(lane == "" for _, lane in lanes[:2] + lanes[6:]) and lanes[6][0] == "predict-p2g"
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_execute(steps, state, **kwargs):
+        asked.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(demo, "execute", fake_execute)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr("torch.set_num_threads", lambda n: None)  # keep the test process's threads
+    for quick, threads, expected in ((False, 2, 2), (True, 2, 1), (False, 1, 1)):
+        with pytest.raises(Stop):
+            demo.run_demo(tmp_path / f"d{quick}{threads}", quick=quick, threads=threads, echo=lambda _: None)
+        assert asked["lanes"] == expected and len(asked["cores"]) <= threads
 
 
 def test_demo_plan_runs_in_order_and_continues(tmp_path):
@@ -156,13 +183,19 @@ def test_report_has_tables_warning_timings_and_html(tmp_path):
     fig = tmp_path / "figures" / "synthesis.png"
     fig.write_bytes(b"\x89PNG")
     results = [StepResult("data", "simulated data", "ran", 1.25, ["p2g data make-demo --out x"]),
-               StepResult("pretrain", "pre-training", "reused", 10.0, ["p2g pretrain --data x"])]
+               StepResult("pretrain", "pre-training", "reused", 10.0, ["p2g pretrain --data x"]),
+               # side by side: the slower lane (5.0 s against 3.0 + 1.5 s) counts once towards the wall clock
+               StepResult("synthesis", "synthesis", "ran", 5.0, ["p2g finetune"], lane="synthesis"),
+               StepResult("segmentation", "segmentation", "ran", 3.0, ["p2g finetune"], lane="segmentation"),
+               StepResult("baseline", "baseline", "ran", 1.5, ["p2g finetune"], lane="segmentation"),
+               StepResult("evaluate", "scores", "ran", 0.5, ["p2g evaluate"])]
     md_path = demo.write_report(tmp_path, demo.demo_settings(True), results, synthesis_csv=syn,
                                 segmentation_csvs=seg, figures=[fig], environment={"device": "cpu"})
     md = md_path.read_text()
     assert "Simulated data, tiny scale" in md and "GPU" in md and "BraTS" in md
     assert "| data | simulated data | ran | 1.2 |" in md or "| data | simulated data | ran | 1.3 |" in md
-    assert "| total |  |  | 11.2 |" in md or "| total |  |  | 11.3 |" in md
+    assert "| total | wall clock (stages run side by side count once) |  | 16.8 |" in md
+    assert "| segmentation | segmentation (side by side, lane segmentation) | ran | 3.0 |" in md
     # T1 -> T2 mean over the two cases; the given modality is marked, not scored
     t1_row = next(line for line in md.splitlines() if line.startswith("| T1 |"))
     assert "| given | given | given |" in t1_row and "| 22.500 | 0.300 | 0.800 |" in t1_row

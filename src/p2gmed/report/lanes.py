@@ -1,8 +1,9 @@
 """Independent steps of a plan side by side: one lane per group of CPU cores, each command in its own process.
 
-Why: PyTorch's intra-op threads scale poorly on the tiny 3D crops of CPU runs. On 2 cores one tuning step of the
-demo's synthesis takes 1.24 s on both cores and about 1.6 s on one, so two tunings each on its own core finish
-in about 60 % of the time they take one after the other on both (docs/results.md, "Two tunings side by side").
+Why: PyTorch's intra-op threads scale poorly on the tiny 3D crops of CPU runs. On 2 cores a synthesis tuning step
+of the demo takes 1.24 s on both cores and 1.45 s on one (beside another job), a segmentation step 0.73 and 0.82 s,
+so two tunings each on its own core finish in about two thirds of the time they take one after the other on
+both (docs/results.md, "Two tunings side by side").
 
 A plan marks such steps with `Step.lane`; `steps.execute(..., lanes=2)` runs each lane's steps in order in a
 worker thread, the lanes at once. Each command runs as `python -m p2gmed ...` pinned to its lane's cores

@@ -172,8 +172,8 @@ def execute(
             return go
 
         echo(f"==> {workers} lanes side by side: " + " | ".join(
-            " -> ".join(s.name for s in q) + f" (cores {','.join(map(str, sorted(g)))})"
-            for q, g in zip(queues, groups, strict=False)))
+            (" -> ".join(s.name for s in q) if len(q) <= 4 else f"{q[0].name} -> ... -> {q[-1].name} ({len(q)} steps)")
+            + f" on core(s) {','.join(map(str, sorted(g)))}" for q, g in zip(queues, groups, strict=False)))
         run_lanes({q[0].lane: work(q) for q in queues}, groups[:workers], echo=echo, progress_every=progress_every)
         index += len(block)
     return [results[step.name] for step in steps]
