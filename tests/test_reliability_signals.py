@@ -104,3 +104,36 @@ def test_sigterm_during_the_demo_training_resumes_on_the_next_run(tmp_path):
     assert again.returncode == 0, err
     assert "resuming the interrupted run" in text and (out / "report.md").is_file()
     assert (out / "runs" / "pretrain" / "my-notes.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="seeds run side by side on two or more cores")
+def test_sigterm_stops_the_seeds_running_side_by_side_and_the_rerun_resumes_both(tmp_path):
+    """`p2g reproduce --seeds 2` trains its seeds in lanes (own processes): SIGTERM to p2g reaches both trainings,
+    each saves a checkpoint, nothing keeps running, and the same command continues both."""
+    data = tmp_path / "data"
+    made = start("data", "make-demo", "--out", str(data), "--kind", "brain", "--subjects", "5", cwd=tmp_path)
+    assert made.wait(timeout=120) == 0
+    out = tmp_path / "o"
+    argv = ("reproduce", "table2", "--data", str(data), "--out", str(out), "--max-steps", "400", "--seeds", "2")
+    proc = start(*argv, cwd=tmp_path)
+    runs = [out / "runs" / f"p2g-pretrain-seed{k}" for k in (0, 1)]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not all(
+            (r / "metrics.jsonl").is_file() and len((r / "metrics.jsonl").read_text().splitlines()) >= 2 for r in runs):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err[-3000:]
+    assert all((r / "checkpoints" / "last.pt").is_file() for r in runs)
+    left = subprocess.run(["pgrep", "-f", str(out)], capture_output=True, text=True).stdout.split()
+    assert not left, f"commands still running after p2g stopped: {left}"
+    again = start(*argv, cwd=tmp_path)
+    waiting, deadline = {f"resuming the interrupted run {r}" for r in runs}, time.monotonic() + 120
+    while waiting and time.monotonic() < deadline:  # each lane resumes its own run, in either order
+        line = again.stdout.readline()
+        waiting = {w for w in waiting if w not in line}
+    assert not waiting, waiting
+    again.send_signal(signal.SIGTERM)
+    again.communicate(timeout=300)
+    assert again.returncode == 143
