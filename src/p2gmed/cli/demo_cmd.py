@@ -20,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path("p2g-demo"), help="output folder (default: ./p2g-demo)")
     p.add_argument("--quick", action="store_true", help="fewer subjects and steps: under 3 minutes on 2 CPU cores")
     p.add_argument("--force", action="store_true", help="redo every stage instead of continuing (p2g's own files only)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: every core this process may use)")
+    p.add_argument("--threads", type=int, help="CPU cores to use (default: every core this process may use); with "
+                   "2 or more the synthesis tuning runs beside the segmentation tunings, each on its share; 1 runs "
+                   "the stages one after the other")
     p.set_defaults(func=run)
 
 
