@@ -2,8 +2,8 @@
 
 Stages (each an ordinary `p2g` command line, run in this process; see `report.steps.execute`). On a CPU with
 two or more cores, the synthesis tuning runs beside the two segmentation tunings, each side on half of the
-cores in its own process (`report/lanes.py`): on 2 cores that takes about two thirds of the time of running them
-one after the other on both (docs/results.md).
+cores in its own process (`report/lanes.py`): on 2 cores that is faster than running them one after the other on
+both (`benchmarks/lanes.py`: 0.82 of the time; docs/results.md).
 
 1. data        `p2g data make-demo` twice: training subjects and separate held-out test subjects
 2. pretrain    Algorithm 1 with the demo preset (`configs/demo-cpu.yaml`)

@@ -2,8 +2,9 @@
 
 Why: PyTorch's intra-op threads scale poorly on the tiny 3D crops of CPU runs. On 2 cores a synthesis tuning step
 of the demo takes 1.24 s on both cores and 1.45 s on one (beside another job), a segmentation step 0.73 and 0.82 s,
-so two tunings each on its own core finish in about two thirds of the time they take one after the other on
-both (docs/results.md, "Two tunings side by side").
+so two tunings each on its own core finish sooner than one after the other on both: 0.82 of the time for the
+demo's two tunings at 30 + 60 steps (`benchmarks/lanes.py`, process start-up included), less for the demo's
+hundreds of steps (docs/results.md, "Two tunings side by side").
 
 A plan marks such steps with `Step.lane`; `steps.execute(..., lanes=2)` runs each lane's steps in order in a
 worker thread, the lanes at once. Each command runs as `python -m p2gmed ...` pinned to its lane's cores
@@ -192,6 +193,8 @@ def run_lanes(
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread
             errors[name] = exc
             processes.stop(signal.SIGTERM, escalate=False)  # the others checkpoint and stop: reported at once
+        finally:
+            current.pop(name, None)  # a finished lane has no progress left to show
 
     threads = [threading.Thread(target=worker, args=(name, work, group), name=f"lane-{name}", daemon=True)
                for (name, work), group in zip(lanes.items(), cores, strict=True)]
