@@ -333,12 +333,9 @@ def make_figures(out: Path, test: Path, pred: Path) -> list[Path]:
 def default_threads() -> int:
     """Every CPU core this process may use. On an idle machine that is fastest; on a machine shared with other
     busy processes, OpenMP threads wait on each other and `--threads 1` can be faster."""
-    import os
+    from p2gmed.report.lanes import available_cores
 
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    return max(1, len(available_cores()))
 
 
 def run_demo(out: str | Path = "p2g-demo", quick: bool = False, force: bool = False, threads: int | None = None,
@@ -356,18 +353,16 @@ def run_demo(out: str | Path = "p2g-demo", quick: bool = False, force: bool = Fa
 
     import p2gmed
 
-    torch.set_num_threads(threads or default_threads())
-    from p2gmed.report.lanes import available_cores
+    from p2gmed.report.lanes import side_by_side
 
+    torch.set_num_threads(threads or default_threads())
     out = Path(out)
     settings = demo_settings(quick)
     echo(f"# p2g demo{' --quick' if quick else ''} into {out}: simulated data, tiny scale")
-    threads = threads or default_threads()
-    # side by side on a CPU only (on a GPU the stages would share one device), and not for --quick, whose
-    # synthesis tuning is a few steps: there is nothing to run beside the segmentation tuning
-    lanes = 2 if threads >= 2 and not quick and not torch.cuda.is_available() else 1
-    results = execute(demo_steps(out, settings), out / ".state", force=force, echo=echo, lanes=lanes,
-                      cores=available_cores()[:threads])
+    # two lanes (synthesis | segmentation), but one for --quick, whose synthesis tuning is a few steps: there is
+    # nothing to run beside the segmentation tuning
+    lanes, cores = side_by_side(1 if quick else 2, threads)
+    results = execute(demo_steps(out, settings), out / ".state", force=force, echo=echo, lanes=lanes, cores=cores)
     figures = []
     top = OutputFolder(out)
     own = [out / "figures" / f"{n}.png" for n in FIGURES] + [out / "report.md", out / "report.html"]

@@ -45,6 +45,17 @@ def available_cores() -> list[int]:
         return list(range(os.cpu_count() or 1))
 
 
+def side_by_side(wanted: int, threads: int | None = None) -> tuple[int, list[int]]:
+    """(lanes, cores) for a plan with `wanted` independent lanes on the first `threads` cores (default: all).
+
+    One lane where side by side gains nothing: a GPU (the lanes would share one device), one core, one lane wanted.
+    """
+    import torch
+
+    cores = available_cores()[: threads or None]
+    return (1 if torch.cuda.is_available() else max(1, min(wanted, len(cores)))), cores
+
+
 class Processes:
     """The commands running now, so that a stop request can be forwarded to each of them once."""
 

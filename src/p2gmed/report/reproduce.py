@@ -315,11 +315,8 @@ def reproduce(
          f"into {plan.out}")
     lanes, cores = 1, None
     if seeds > 1 and not dry_run:
-        import torch
+        from p2gmed.report.lanes import side_by_side
 
-        from p2gmed.report.lanes import available_cores
-
-        cores = available_cores()[: threads or None]
-        lanes = 1 if torch.cuda.is_available() else min(seeds, len(cores))
+        lanes, cores = side_by_side(seeds, threads)
     return execute(plan.steps, Path(out) / ".state", force=force, dry_run=dry_run, echo=echo, lanes=lanes,
                    cores=cores)
