@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -212,13 +213,11 @@ def run_lanes(
     with forwarded_stops(processes):
         for thread in threads:
             thread.start()
-        waited = 0.0
-        while any(t.is_alive() for t in threads):
-            for thread in threads:
-                thread.join(timeout=0.5)
-            waited += 0.5 * len(threads)
-            if waited >= progress_every:
-                waited = 0.0
+        next_echo = time.monotonic() + progress_every
+        while alive := [t for t in threads if t.is_alive()]:
+            alive[0].join(timeout=0.5)  # short waits: the main thread must stay free to take a signal
+            if time.monotonic() >= next_echo:
+                next_echo += progress_every
                 for name, log in list(current.items()):
                     line = last_progress(log)
                     if line:
