@@ -221,6 +221,40 @@ def test_segmentation_model_alone_writes_given_modalities_and_seg(tmp_path):
     assert sidecar["synthesized"] == []
 
 
+class CoreSegmenter(StandIn):
+    """Edema (class 2) where the mean normalised input exceeds 1, enhancing tumour (class 3) where it exceeds 3."""
+
+    def forward_subset(self, image: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+        mean = image[:, available].mean(1, keepdim=True)
+        low = torch.full_like(mean, -10.0)
+        return torch.cat([torch.zeros_like(mean), low, 10 * (mean - 1), 20 * (mean - 2)], 1)  # 3 wins above 3
+
+
+def test_lesion_filters_keep_the_documented_lesion(tmp_path):
+    from scipy import ndimage
+
+    # a large bright blob without core (bias-bright white matter) and a smaller tumour with a brighter core
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in SHAPE], indexing="ij")).astype(np.float32)
+    def ball(centre, radius):
+        return ((grid - np.array(centre, np.float32)[:, None, None, None]) ** 2).sum(0) <= radius**2
+    brain = ball((18, 11, 20), 17)
+    wm_blob, tumour, core = ball((10, 11, 12), 5), ball((26, 11, 30), 3.5), ball((26, 11, 30), 1.5)
+    t2f = np.where(brain, 100.0, 0.0) + 100.0 * wm_blob + 100.0 * tumour + 1000.0 * core
+    nib.save(nib.Nifti1Image(t2f.astype(np.float32), LPS), str(tmp_path / "t2f.nii.gz"))
+    model = stand_in(CoreSegmenter(), "segmentation", labels="brats2023")
+    segs = {}
+    for name in ("all", "largest", "core"):
+        sidecar = predict_case([model], {"t2f": tmp_path / "t2f.nii.gz"}, tmp_path / name, "s1",
+                               PredictOptions(lesions=name))
+        assert sidecar["models"][0]["inference"]["lesions"] == name
+        segs[name] = load(tmp_path / name / "s1_seg.nii.gz")[0]
+    assert ndimage.label(segs["all"] > 0, structure=np.ones((3, 3, 3)))[1] == 2
+    assert segs["all"][wm_blob].min() == 2 and (segs["all"][core] == 3).all()
+    # largest keeps the (larger) core-less blob; core keeps the tumour with its labels
+    np.testing.assert_array_equal(segs["largest"], np.where(wm_blob, segs["all"], 0))
+    np.testing.assert_array_equal(segs["core"], np.where(wm_blob, 0, segs["all"]))
+
+
 def test_case_name_from_inputs():
     assert case_name_from_inputs({"t1n": "/d/BraTS-GLI-00002-000-t1n.nii.gz"}) == "BraTS-GLI-00002-000"
     assert case_name_from_inputs({"t2f": "sub01_flair.nii"}) == "sub01"
@@ -303,6 +337,11 @@ def checkpoints(tmp_path_factory):
         paths[task] = folder / f"{task}.pt"
         save_checkpoint(paths[task], model=build_architecture(cfg, "p2g", out), step=1, config=config_to_dict(cfg),
                         task=task, architecture="p2g", out_channels=out, modalities=list(MRI), labels=labels)
+    petct = load_config(Path(__file__).parents[1] / "configs" / "tiny-cpu.yaml", ["data.modalities=[ct,pet]"])
+    paths["autopet"] = folder / "autopet.pt"
+    save_checkpoint(paths["autopet"], model=build_architecture(petct, "p2g", 2), step=1,
+                    config=config_to_dict(petct), task="segmentation", architecture="p2g", out_channels=2,
+                    modalities=["ct", "pet"], labels="autopet")
     paths["junk"] = folder / "junk.pt"
     paths["junk"].write_bytes(b"not a checkpoint")
     return paths
@@ -345,6 +384,23 @@ def test_cli_batch_over_a_dataset_folder(tmp_path, checkpoints, capsys):
         sidecar = json.loads((tmp_path / "pred" / f"{case}.json").read_text())
         assert sidecar["given"] == list(MRI) and sidecar["models"][0]["task"] == "pretrain"
     assert "predicted 2 case(s)" in capsys.readouterr().out
+
+
+def test_cli_lesion_filter_is_recorded_and_refused_without_a_core(tmp_path, checkpoints, capsys):
+    inputs = brain_case(tmp_path, shape=(33, 29, 61))
+    rc = p2g("--model", checkpoints["segmentation"], "--input", f"t1n={inputs['t1n']}", "--out", tmp_path / "core",
+             "--lesions", "core")
+    assert rc == 0
+    sidecar = json.loads((tmp_path / "core" / "sub01.json").read_text())
+    assert sidecar["models"][0]["inference"]["lesions"] == "core"
+    capsys.readouterr()
+    (tmp_path / "petct").mkdir()
+    petct = brain_case(tmp_path / "petct", modalities=("ct", "pet"))
+    rc = p2g("--model", checkpoints["autopet"], "--input", f"ct={petct['ct']}", f"pet={petct['pet']}",
+             "--out", tmp_path / "pet", "--lesions", "core")
+    err = capsys.readouterr().err
+    assert rc == 2 and "autopet" in err and "Traceback" not in err
+    assert not (tmp_path / "pet").exists()
 
 
 @pytest.mark.parametrize("problem", ["unknown modality", "malformed", "junk checkpoint", "two segmenters",

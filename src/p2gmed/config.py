@@ -204,10 +204,10 @@ class InferenceConfig:
     overlap: float = 0.5
     sw_batch_size: int = 2
     mode: Literal["gaussian", "constant"] = "gaussian"
-    keep_largest_component: bool = False
-    """Segmentation post-processing: keep only the largest connected lesion (26-connectivity of all labels
-    together) and set the rest to background. Off by default; it assumes one lesion per subject (true of the
-    built-in brains, not of metastases or AutoPET)."""
+    lesions: Literal["all", "largest", "core"] = "all"
+    """Segmentation post-processing (inference/postprocess.py): keep every lesion (all), only the largest
+    connected lesion (largest), or the one holding the most predicted tumour core (core; BraTS labels only).
+    The filters assume one lesion per subject: true of the built-in brains, not of metastases or AutoPET."""
     stitch_device: Literal["auto", "cpu", "same"] = "auto"
     """Where sliding-window outputs are accumulated; cpu bounds GPU memory for whole-body volumes."""
 
@@ -298,8 +298,27 @@ def replace_fields(cfg: Config, **sections: dict[str, Any]) -> Config:
     )
 
 
+#: keys that were renamed: old (section, key) -> new key and how an old value maps to a new one
+RENAMED = {
+    ("inference", "keep_largest_component"): ("lesions", lambda keep: "largest" if keep else "all"),
+}
+
+
+def _renamed(data: dict) -> dict:
+    """`data` with renamed keys of older presets and checkpoints written under their new names."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for (section, old), (new, convert) in RENAMED.items():
+        values = data.get(section)
+        if isinstance(values, dict) and old in values:
+            value = values.pop(old)
+            if new in values:
+                raise InputError(f"{section}.{old} is the old name of {section}.{new}; set only {section}.{new}")
+            values[new] = convert(value)
+    return data
+
+
 def config_from_dict(data: dict) -> Config:
-    return from_dict(Config, data).validate()
+    return from_dict(Config, _renamed(data)).validate()
 
 
 #: what a checkpoint's stored configuration meant for a key it lacks (it was written before the key existed)

@@ -65,6 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "<case>-<mod>.nii.gz and segmentation <case>.nii.gz (default p2g)")
     p.add_argument("--tta", action="store_true",
                    help="test-time mirroring: average the 8 mirrorings of every window (8 times the network cost)")
+    p.add_argument("--lesions", choices=("all", "largest", "core"),
+                   help="segmentation post-processing: keep every lesion, the largest connected one, or the one with "
+                   "the most tumour core (BraTS labels); default: the model's inference.lesions")
     p.add_argument("--no-resample", dest="resample", action="store_false",
                    help="predict on the input's own spacing instead of the spacing the model was trained at")
     p.add_argument("--continue", dest="skip_complete", action="store_true",
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     model = load(
         args.model, args.device, overlap=args.overlap, sw_batch_size=args.sw_batch_size, mode=args.mode,
         stitch=args.stitch, reconstruct_given=args.reconstruct_given, resample=args.resample, tta=args.tta,
-        naming=args.naming, progress=not args.no_progress and inputs is not None,
+        naming=args.naming, progress=not args.no_progress and inputs is not None, lesions=args.lesions,
     )
     cases = [args.case or case_name_from_inputs(inputs)] if inputs is not None else _case_ids(args, part, channels)
     if subsets is not None:

@@ -112,8 +112,15 @@ def load(
     from p2gmed.device import resolve_device
 
     paths = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
+    from p2gmed.inference.postprocess import check_lesion_filter
+
     resolved = device if isinstance(device, torch.device) else resolve_device(str(device))
-    return P2GModel(load_models(paths, resolved), resolved, _options(options))
+    defaults = _options(options)
+    models = load_models(paths, resolved)
+    for m in models:
+        if m.segments:  # refused before any work, not after the first case's network pass
+            check_lesion_filter(defaults.lesions or m.cfg.inference.lesions, m.labels)
+    return P2GModel(models, resolved, defaults)
 
 
 def _options(values: dict[str, Any]) -> PredictOptions:

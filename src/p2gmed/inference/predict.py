@@ -34,7 +34,7 @@ from p2gmed.inference import intensity
 from p2gmed.inference.geometry import NativeGeometry, WorkingGrid, native_image
 from p2gmed.inference.models import LoadedModel, ensembles
 from p2gmed.inference.naming import NAMINGS, SEG
-from p2gmed.inference.postprocess import keep_largest_component
+from p2gmed.inference.postprocess import filter_lesions
 from p2gmed.inference.sliding import sliding_predict
 from p2gmed.modalities import canonical
 
@@ -59,6 +59,7 @@ class PredictOptions:
         resample: work at the spacing each model was trained at (and back); False keeps the input's spacing.
         tta: average the predictions of the 8 mirrorings of every window (8x the network cost).
         naming: output file names, one of `NAMINGS`.
+        lesions: segmentation post-processing, "all", "largest" or "core" (inference/postprocess.py).
     """
 
     overlap: float | None = None
@@ -70,6 +71,7 @@ class PredictOptions:
     resample: bool = True
     tta: bool = False
     naming: str = "p2g"
+    lesions: str | None = None
 
     def resolved(self, model: LoadedModel) -> dict[str, Any]:
         inf = model.cfg.inference
@@ -80,6 +82,7 @@ class PredictOptions:
             "mode": inf.mode if self.mode is None else self.mode,
             "stitch": stitch,
             "tta": "mirroring, 8 passes" if self.tta else None,
+            **({"lesions": self.lesions or inf.lesions} if model.segments else {}),
         }
 
 
@@ -217,8 +220,7 @@ def _add_outputs(
         labels = classes_to_labels(classes, model.labels).numpy().astype(np.uint8)
         # nothing is segmented outside the patient (brain / body), whatever the network says there
         labels[~subject_foreground(arrays, model.cfg.data.body_hu)] = 0
-        if model.cfg.inference.keep_largest_component:
-            labels = keep_largest_component(labels)
+        labels = filter_lesions(labels, options.lesions or model.cfg.inference.lesions, model.labels)
         prediction.images[SEG] = native_image(labels, geometry, np.uint8, f"p2gmed segmentation ({model.labels})")
         prediction.sources[SEG] = "segmented"
         return

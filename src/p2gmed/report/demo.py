@@ -112,6 +112,13 @@ def demo_settings(quick: bool = False) -> DemoSettings:
 PRESET = "demo-cpu.yaml"
 
 
+def _preset_lesions() -> str:
+    """The lesion filter of the demo preset, for the report (both segmentation models inherit it)."""
+    from p2gmed.config import load_config
+
+    return load_config(configs_dir() / PRESET).inference.lesions
+
+
 def _config(out: Path, name: str, extra: dict) -> tuple[Path, dict]:
     """A run config extending the demo preset (absolute path, so the file works from anywhere)."""
     return out / "configs" / f"{name}.yaml", {"extends": str(configs_dir() / PRESET), **extra}
@@ -264,6 +271,8 @@ def write_report(
     md += [f"- {k.replace('_', ' ')}: `{v}`" for k, v in asdict(settings).items()]
     md += [f"- preset: `configs/{PRESET}` (tiny-cpu: ROI 32 x 32 x 64, feature size 12, one Swin block per stage; "
            "with the learning settings of docs/results.md)"]
+    md += [f"- segmentation post-processing: `inference.lesions: {_preset_lesions()}` (which connected lesions a "
+           "segmentation keeps; docs/method.md §8)"]
     md += [f"- {k}: `{v}`" for k, v in (environment or {}).items()]
     md += ["", "## Timings per stage", "", stage_table(results), ""]
     md += ["## Modality synthesis (Table 2/9 layout)", "",
