@@ -68,3 +68,14 @@ def test_figures_refuse_mismatched_volumes(tmp_path):
     with pytest.raises(InputError, match="shape"):
         plot_segmentation_overlay(_volume(0), np.zeros(SHAPE), np.zeros((2, 2, 2)), tmp_path / "b.png")
     assert not any(tmp_path.iterdir())
+
+
+def test_legend_names_labels_and_falls_back_to_integer_values():
+    from p2gmed.data.layouts import LABEL_NAMES
+    from p2gmed.report.figures import legend_entries
+
+    # label volumes read from NIfTI are floats: 3.0 must read "ET", an unnamed 5.0 "label 5", never "label 5.0"
+    assert legend_entries([1.0, 2.0, 3.0, 5.0], LABEL_NAMES["brats2023"]) == [
+        "NCR (necrosis)", "ED (edema)", "ET (enhancing)", "label 5"]
+    assert legend_entries([4.0], LABEL_NAMES["brats2018"]) == ["ET (enhancing)"]
+    assert legend_entries([1.0, 2.0]) == ["label 1", "label 2"]

@@ -39,6 +39,12 @@ LABEL_CONVENTION = {"brats23": "brats2023", "brats21": "brats2018", "brats18": "
 
 #: legal label values per convention; regions as label sets (BraTS: WT, TC, ET)
 LABEL_VALUES = {"brats2023": (0, 1, 2, 3), "brats2018": (0, 1, 2, 4), "autopet": (0, 1)}
+#: what each label value means, for legends and reports
+LABEL_NAMES = {
+    "brats2023": {1: "NCR (necrosis)", 2: "ED (edema)", 3: "ET (enhancing)"},
+    "brats2018": {1: "NCR/NET (necrosis)", 2: "ED (edema)", 4: "ET (enhancing)"},
+    "autopet": {1: "lesion"},
+}
 REGIONS = {
     "brats2023": {"wt": (1, 2, 3), "tc": (1, 3), "et": (3,)},
     "brats2018": {"wt": (1, 2, 4), "tc": (1, 4), "et": (4,)},

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from p2gmed.data.layouts import LABEL_NAMES
 from p2gmed.evaluation.tables import markdown_table, number
 from p2gmed.io import write_text
 from p2gmed.modalities import DISPLAY, MRI
@@ -335,7 +336,8 @@ def make_figures(out: Path, test: Path, pred: Path) -> list[Path]:
     if subject.label is not None and seg.is_file():
         figures.append(plot_segmentation_overlay(gt["t2f"], load(subject.label), load(seg),
                                                  out / "figures" / f"{FIGURES[1]}.png",
-                                                 title=f"{case}: reference and predicted tumour regions"))
+                                                 title=f"{case}: reference and predicted tumour regions",
+                                                 label_names=LABEL_NAMES["brats2023"]))
     return figures
 
 

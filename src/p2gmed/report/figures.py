@@ -129,6 +129,7 @@ def plot_segmentation_overlay(
     out_png: str | Path,
     index: Sequence[int] | None = None,
     title: str | None = None,
+    label_names: dict[int, str] | None = None,
 ) -> Path:
     """Reference and predicted labels over the image on three orthogonal slices (two rows).
 
@@ -140,6 +141,8 @@ def plot_segmentation_overlay(
         index: (x, y, z) voxel the slices go through; default the centre of the reference (else prediction,
             else image) non-zero region.
         title: figure title.
+        label_names: legend text per label value, e.g. `p2gmed.data.layouts.LABEL_NAMES["brats2023"]`;
+            values without a name show as "label <value>".
 
     Returns:
         the written path.
@@ -162,11 +165,18 @@ def plot_segmentation_overlay(
         draw_slice_row(axes[r], image, index, (low, high), seg, titles=r == 0)
         axes[r, 0].set_ylabel(name, fontsize=10)
     present = sorted((set(np.unique(ref_seg).tolist()) | set(np.unique(pred_seg).tolist())) - {0})
-    handles = [Patch(color=LABEL_COLOURS.get(int(v), (0.5, 0.5, 1.0, 0.5)), label=f"label {v}") for v in present]
+    handles = [Patch(color=LABEL_COLOURS.get(int(v), (0.5, 0.5, 1.0, 0.5)), label=text)
+               for v, text in zip(present, legend_entries(present, label_names))]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8)
     fig.suptitle(title or f"slices through voxel {tuple(index)}", fontsize=10)
     return _save(fig, out_png, atomic_path)
+
+
+def legend_entries(values: Sequence[float], names: dict[int, str] | None = None) -> list[str]:
+    """Legend text for label values (read from NIfTI as floats): their name, else "label <integer value>"."""
+    names = names or {}
+    return [names.get(int(v), f"label {int(v)}") for v in values]
 
 
 def draw_slice_row(
