@@ -527,3 +527,21 @@ def test_synthesis_ssim_weight_adds_the_term_and_zero_removes_it(tiny_cfg):
     assert with_term["loss"] == pytest.approx(with_term["mse"] + 0.5 * with_term["ssim"] + with_term["invariance"],
                                               rel=1e-5)
     assert 0.0 < with_term["ssim"] <= 2.0
+
+
+def test_ce_weighting_setting_reaches_the_segmentation_loss(tiny_cfg):
+    # the task's CE term is the loss function's own value for the configured weighting, on the same prediction
+    from p2gmed.data.layouts import labels_to_classes
+    from p2gmed.losses.segmentation import weighted_cross_entropy
+
+    torch.manual_seed(0)
+    prediction = torch.randn(2, 4, 8, 8, 8)
+    batch = {"label": torch.randint(0, 4, (2, 1, 8, 8, 8)), "subject": ["a", "b"]}
+    target = labels_to_classes(batch["label"], "brats2023")
+    values = {}
+    for weighting in ("mmformer", "uniform"):
+        tiny_cfg.loss.ce_weighting = weighting
+        task = SegmentationTask(build_model(tiny_cfg, 4), tiny_cfg, "p2g", "brats2023")
+        values[weighting] = task.task_terms(prediction, batch, torch.tensor([0, 1]))["ce"]
+        torch.testing.assert_close(values[weighting], weighted_cross_entropy(prediction, target, weighting))
+    assert not torch.isclose(values["mmformer"], values["uniform"])

@@ -94,3 +94,18 @@ def test_regions():
     assert regions["wt"].tolist() == [False, True, True, True]
     assert regions["tc"].tolist() == [False, True, False, True]
     assert regions["et"].tolist() == [False, False, False, True]
+
+
+def test_uniform_ce_is_torch_cross_entropy_where_nothing_is_clamped():
+    # no probability below the clamp: the uniform weighting is plain cross-entropy (nnU-Net's CE term)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 3, 3, 5) * 0.5
+    target = torch.randint(0, 4, (2, 1, 3, 3, 5))
+    expected = torch.nn.functional.cross_entropy(logits, target[:, 0])
+    assert weighted_cross_entropy(logits, target, "uniform").item() == pytest.approx(expected.item(), rel=1e-5)
+    # an all-background sample, which the mmFormer weighting ignores (weight 0), counts under the uniform one
+    background = torch.zeros(1, 1, 3, 3, 5, dtype=torch.long)
+    assert weighted_cross_entropy(logits[:1], background).item() == 0.0
+    assert weighted_cross_entropy(logits[:1], background, "uniform").item() > 0.1
+    with pytest.raises(ValueError, match="weighting"):
+        weighted_cross_entropy(logits, target, "balanced")

@@ -144,7 +144,11 @@ class LossConfig:
     """Synthesis tuning: weight of 1 - SSIM per decoded modality (not in the paper; 0 removes it, docs/method.md)."""
     dice: float = 1.0
     ce: float = 1.0
-    """Weighted cross-entropy weight (mmFormer/M2FTrans: class weight 1 - class voxel fraction)."""
+    """Cross-entropy weight (weighted as `ce_weighting` says)."""
+    ce_weighting: Literal["mmformer", "uniform"] = "mmformer"
+    """mmformer: each class weighted by 1 - its voxel fraction in the sample (mmFormer/M2FTrans, the paper's
+    App. B.2.2), which nearly ignores background; uniform: plain cross-entropy (nnU-Net's Dice + CE), fewer
+    false-positive voxels at the tumour's edge (docs/method.md §5.12)."""
 
 
 @dataclass

@@ -28,8 +28,9 @@ def mmformer_dice(eps: float = 1e-7) -> DiceLoss:
     return DiceLoss(softmax=True, to_onehot_y=True, batch=True, smooth_nr=0.0, smooth_dr=eps)
 
 
-def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """mmFormer's `softmax_weighted_loss`.
+def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weighting: str = "mmformer") -> torch.Tensor:
+    """mmFormer's `softmax_weighted_loss` (weighting "mmformer"), or the same clamped cross-entropy with every class
+    weighted 1 (weighting "uniform", nnU-Net's plain CE up to the clamp).
 
     Args:
         logits: (B, K, D, H, W) raw network outputs.
@@ -37,12 +38,17 @@ def weighted_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.
 
     Returns:
         scalar: mean over all voxels of ``sum_k -w_bk y_bk log(clamp(softmax_k, 0.005, 1))`` with
-        ``w_bk = 1 - fraction of sample b's voxels in class k``.
+        ``w_bk = 1 - fraction of sample b's voxels in class k`` (mmformer) or 1 (uniform).
     """
     num_cls = logits.shape[1]
     onehot = F.one_hot(target[:, 0].long(), num_cls).movedim(-1, 1).to(logits.dtype)  # (B, K, D, H, W)
     spatial = tuple(range(2, logits.ndim))
-    weight = 1.0 - onehot.sum(spatial) / onehot.sum(dim=(1, *spatial)).unsqueeze(1)  # (B, K)
+    if weighting == "mmformer":
+        weight = 1.0 - onehot.sum(spatial) / onehot.sum(dim=(1, *spatial)).unsqueeze(1)  # (B, K)
+    elif weighting == "uniform":
+        weight = torch.ones(onehot.shape[:2], dtype=logits.dtype, device=logits.device)
+    else:
+        raise ValueError(f"unknown cross-entropy weighting {weighting!r}; use 'mmformer' or 'uniform'")
     log_p = torch.log(torch.softmax(logits, dim=1).clamp(min=LOG_CLAMP, max=1.0))
     per_voxel = -(weight[(...,) + (None,) * len(spatial)] * onehot * log_p).sum(1)  # (B, D, H, W)
     return per_voxel.mean()

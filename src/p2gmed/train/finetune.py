@@ -265,5 +265,5 @@ class SegmentationTask(FinetuneTask):
         if "dice" in self.weights:
             terms["dice"] = self.dice(prediction, target)
         if "ce" in self.weights:
-            terms["ce"] = weighted_cross_entropy(prediction, target)
+            terms["ce"] = weighted_cross_entropy(prediction, target, self.cfg.loss.ce_weighting)
         return terms
