@@ -449,6 +449,29 @@ def test_all_gather_with_grad_two_processes(tmp_path):
         assert out["mean"] == {"v": 0.5}
 
 
+def _average_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    _join_as(rank, world, port)
+    assert dist_utils.init_from_env()
+    shared, only_rank0, unused = (torch.nn.Parameter(torch.zeros(3)) for _ in range(3))
+    loss = ((rank + 1) * shared).sum()
+    if rank == 0:  # a branch only rank 0's batch reaches
+        loss = loss + (4.0 * only_rank0).sum()
+    loss.backward()
+    dist_utils.average_gradients([shared, only_rank0, unused])
+    torch.save({"shared": shared.grad, "only_rank0": only_rank0.grad, "unused": unused.grad}, f"{out_dir}/{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_average_gradients_when_ranks_used_different_parameters(tmp_path):
+    # without the agreement on which parameters have gradients, rank 0 would reduce 6 numbers and rank 1 three
+    _run_two_ranks(_average_worker, tmp_path)
+    for rank in range(2):
+        out = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
+        assert torch.equal(out["shared"], torch.full((3,), 1.5))  # (1 + 2) / 2
+        assert torch.equal(out["only_rank0"], torch.full((3,), 2.0))  # (4 + 0) / 2, the same on both ranks
+        assert out["unused"] is None
+
+
 # --------------------------------------------------------------------------------------------------
 # precision and devices
 

@@ -161,9 +161,26 @@ def all_gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
-    """Replace every gradient by its mean over ranks, in one all_reduce (no-op in a single process)."""
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not is_distributed() or not grads:
+    """Replace every gradient by its mean over ranks, in one all_reduce (no-op in a single process).
+
+    Ranks may disagree on which parameters have a gradient (a module one rank's batch did not reach, e.g. a
+    subset that skips a branch). Every rank must reduce the same tensors and end with the same gradients, or the
+    all_reduce mixes up parameters (or hangs) and the replicas drift apart; so a small first all_reduce counts
+    the ranks with a gradient per parameter, a parameter some rank used gets a zero gradient where it had none,
+    and one that no rank used keeps none (the optimizer skips it, as in a single process).
+    """
+    params = [p for p in parameters if p.requires_grad]
+    if not is_distributed() or not params:
+        return
+    used_by = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+    dist.all_reduce(used_by)
+    grads = []
+    for p, count in zip(params, used_by.tolist(), strict=True):
+        if count > 0:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            grads.append(p.grad)
+    if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
