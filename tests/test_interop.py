@@ -121,6 +121,11 @@ def test_continue_skips_complete_cases_and_redoes_incomplete_ones(tmp_path):
     assert summary["done"] == [cases[1]] and summary["skipped"] == [cases[0], cases[2]]
     assert (pred / f"{cases[1]}_t2w.nii.gz").is_file()
     assert (pred / f"{cases[0]}.json").stat().st_mtime_ns == stamps[f"{cases[0]}.json"]
+    # other prediction settings: the outputs would differ, so nothing counts as complete
+    for changed in (PredictOptions(lesions="largest"), PredictOptions(overlap=0.5), PredictOptions(tta=True)):
+        summary = predict_folder(_models(), data, pred, changed, progress=False, skip_complete=True)
+        assert summary["skipped"] == [] and summary["done"] == list(cases)
+        assert predict_folder(_models(), data, pred, changed, progress=False, skip_complete=True)["done"] == []
     other = [stand_in(EchoSynthesis(), "synthesis", path="other.pt")]  # another model: nothing is complete
     assert predict_folder(other, data, pred, progress=False, skip_complete=True)["skipped"] == []
 

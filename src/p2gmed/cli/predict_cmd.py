@@ -71,7 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-resample", dest="resample", action="store_false",
                    help="predict on the input's own spacing instead of the spacing the model was trained at")
     p.add_argument("--continue", dest="skip_complete", action="store_true",
-                   help="with --case-dir: skip cases whose outputs and sidecar from the same models are complete")
+                   help="with --case-dir: skip cases whose outputs and sidecar from the same models and settings are "
+                   "complete")
     p.add_argument("--part", metavar="I/N", help="with --case-dir: predict only shard I of N (1-based)")
     p.add_argument("--channels", metavar="0=ct,1=pet",
                    help="nnU-Net data sets: channel index to modality, instead of dataset.json's names")

@@ -45,8 +45,11 @@ def shard(items: list, part: tuple[int, int] | None) -> list:
     return list(items)[index - 1 :: count]
 
 
-def is_complete(out_dir: Path, case: str, files: list[str], models: list[LoadedModel]) -> bool:
-    """Whether `case` was already predicted into `out_dir` by these model files, with every output present."""
+def is_complete(
+    out_dir: Path, case: str, files: list[str], models: list[LoadedModel], options: PredictOptions | None = None
+) -> bool:
+    """Whether `case` was already predicted into `out_dir` by these model files with these prediction settings
+    (overlap, mirroring, lesion filter, ...: what the sidecar records per model), with every output present."""
     sidecar = out_dir / f"{case}.json"
     try:
         meta = json.loads(sidecar.read_text())
@@ -55,6 +58,12 @@ def is_complete(out_dir: Path, case: str, files: list[str], models: list[LoadedM
     used = sorted(str(m.get("file")) for m in meta.get("models", []))
     if used != sorted(str(m.path) for m in models):
         return False
+    if options is not None:
+        recorded = {str(m.get("file")): m.get("inference") for m in meta.get("models", [])}
+        for model in models:  # JSON round trip, so that tuples and lists compare alike
+            if recorded.get(str(model.path)) != json.loads(json.dumps(options.resolved(model))):
+                log.info("%s: predicted earlier with other settings; predicting it again", case)
+                return False
     listed = {v.get("file") for v in meta.get("outputs", {}).values()}
     return all(name in listed for name in files[:-1]) and all((out_dir / name).is_file() for name in files)
 
@@ -113,7 +122,7 @@ def predict_folder(
             continue
         if skip_complete:
             _, written = check_inputs(models, inputs)
-            if is_complete(out_dir, case, expected_files(models, written, case, options.naming), models):
+            if is_complete(out_dir, case, expected_files(models, written, case, options.naming), models, options):
                 skipped.append(case)
                 continue
         try:
