@@ -120,8 +120,13 @@ def test_demo_configs_load_and_extend_tiny_cpu(tmp_path):
             assert cfg.model.feature_size == 12 and cfg.data.val_fraction == 0.0  # every subject trains
             if step.name == "baseline-swinunetr":
                 assert (cfg.tune.architecture, cfg.tune.init) == ("swinunetr", "scratch")
-            # the SSIM term (docs/method.md 5.11) is the demo's synthesis choice only
+            # the SSIM term (docs/method.md 5.11) and T1 as the only source are the demo's synthesis choices only
             assert cfg.loss.ssim == (1.0 if step.name == "synthesis" else 0.0)
+            assert cfg.tune.sources == (("t1n",) if step.name == "synthesis" else ())
+            # P2G's segmentation uses the preset's plain CE; the baseline from scratch keeps the paper's weighting
+            if step.name in ("segmentation", "baseline-swinunetr"):
+                assert cfg.inference.lesions == "core"
+                assert cfg.loss.ce_weighting == ("uniform" if step.name == "segmentation" else "mmformer")
 
 
 def test_full_demo_runs_its_tunings_in_two_lanes_and_quick_in_one(tmp_path, monkeypatch):
