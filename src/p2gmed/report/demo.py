@@ -103,10 +103,11 @@ def demo_settings(quick: bool = False) -> DemoSettings:
     # 30 training subjects, not 10, for the same steps: with 10, false-positive edema in normal white matter
     # halved WT Dice from all four modalities (0.62 against 0.83 held out; docs/results.md)
     # 500 segmentation steps, not 400: the two tunings run side by side, one per core, which pays for the extra
-    # steps (docs/results.md, "Two tunings side by side"). 780 synthesis steps from T1 alone cost what 360 from
-    # every source did (one source decoded per step, not up to four). 5 test subjects, not 3: the mean over 3 swung
-    # by up to 0.2 Dice between two draws of subjects (docs/results.md)
-    return DemoSettings(False, train_subjects=30, test_subjects=5, pretrain_steps=40, synthesis_steps=780,
+    # steps (docs/results.md, "Two tunings side by side"). 700 synthesis steps from T1 alone cost about what 360
+    # from every source did (one source decoded per step, not up to four; 780 took 14.6 of the 15 minutes).
+    # 5 test subjects, not 3: the mean over 3 swung by up to 0.2 Dice between two draws of subjects
+    # (docs/results.md)
+    return DemoSettings(False, train_subjects=30, test_subjects=5, pretrain_steps=40, synthesis_steps=700,
                         segmentation_steps=500, baseline_steps=150, all_subsets=True)
 
 
