@@ -66,12 +66,10 @@ def keep_component_with_core(labels: np.ndarray, core_labels: Sequence[int]) -> 
     components, n = _components(labels)
     if n <= 1:
         return labels
-    core = np.isin(labels, tuple(core_labels))
-    core_voxels = np.bincount(components[core], minlength=n + 1)[1:]
-    if not core_voxels.any():
-        return keep_largest_component(labels)
     sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
-    best = np.lexsort((sizes, core_voxels))[-1]  # most core first, then the larger lesion
+    core_voxels = np.bincount(components[np.isin(labels, tuple(core_labels))], minlength=n + 1)[1:]
+    # most core first, then the larger lesion; without any core simply the largest
+    best = np.lexsort((sizes, core_voxels))[-1] if core_voxels.any() else np.argmax(sizes)
     return _keep(labels, components, 1 + int(best))
 
 
