@@ -119,7 +119,7 @@ def load(
     models = load_models(paths, resolved)
     for m in models:
         if m.segments:  # refused before any work, not after the first case's network pass
-            check_lesion_filter(defaults.lesions or m.cfg.inference.lesions, m.labels)
+            check_lesion_filter(defaults.lesion_filter(m), m.labels)
     return P2GModel(models, resolved, defaults)
 
 

@@ -73,6 +73,10 @@ class PredictOptions:
     naming: str = "p2g"
     lesions: str | None = None
 
+    def lesion_filter(self, model: LoadedModel) -> str:
+        """The lesion filter for a segmentation model: this option, else the model's `inference.lesions`."""
+        return self.lesions or model.cfg.inference.lesions
+
     def resolved(self, model: LoadedModel) -> dict[str, Any]:
         inf = model.cfg.inference
         stitch = self.stitch if self.stitch is not None else inf.stitch_device
@@ -82,7 +86,7 @@ class PredictOptions:
             "mode": inf.mode if self.mode is None else self.mode,
             "stitch": stitch,
             "tta": "mirroring, 8 passes" if self.tta else None,
-            **({"lesions": self.lesions or inf.lesions} if model.segments else {}),
+            **({"lesions": self.lesion_filter(model)} if model.segments else {}),
         }
 
 
@@ -220,7 +224,7 @@ def _add_outputs(
         labels = classes_to_labels(classes, model.labels).numpy().astype(np.uint8)
         # nothing is segmented outside the patient (brain / body), whatever the network says there
         labels[~subject_foreground(arrays, model.cfg.data.body_hu)] = 0
-        labels = filter_lesions(labels, options.lesions or model.cfg.inference.lesions, model.labels)
+        labels = filter_lesions(labels, options.lesion_filter(model), model.labels)
         prediction.images[SEG] = native_image(labels, geometry, np.uint8, f"p2gmed segmentation ({model.labels})")
         prediction.sources[SEG] = "segmented"
         return
